@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make run` and `make test`. Both create .venv when it is missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export TOKENIZERS_PARALLELISM := false
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: setup run embed test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
+	touch $(STAMP)
+
+run: embed
+
+embed: $(STAMP)
+	$(BIN)/python -m jobs.embed --config conf/embed.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests -m "not e2e"
+
+bench: $(STAMP)
+	$(BIN)/python bench/encode.py
+
+clean:
+	rm -rf out spark-warehouse metastore_db .pytest_cache

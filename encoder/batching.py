@@ -1,0 +1,48 @@
+"""Length-bucketed batching under a token budget, duplicate folding and order restoration (pure functions)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Fold identical texts: returns (uniques in first-seen order, inverse int64[n]) with uniques[inverse] == texts."""
+    index: dict[str, int] = {}
+    inverse = np.empty(len(texts), dtype=np.int64)
+    for i, t in enumerate(texts):
+        inverse[i] = index.setdefault(t, len(index))
+    return list(index), inverse
+
+
+def plan_batches(lengths: Sequence[int] | np.ndarray, token_budget: int, max_rows: int = 1024) -> list[np.ndarray]:
+    """Group row indices so each padded batch holds at most ``token_budget`` tokens (rows x longest row).
+
+    Rows are sorted by length (stable, so the plan is deterministic) and packed greedily: short texts share large
+    batches and long texts get small ones, so little compute is spent on padding. A single row longer than the
+    budget still gets a batch of its own. Every index appears in exactly one batch.
+    """
+    if token_budget < 1 or max_rows < 1:
+        raise ValueError(f"token_budget and max_rows must be >= 1, got {token_budget} and {max_rows}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        end = start + 1
+        while end < n and end - start < max_rows and (end - start + 1) * lengths[order[end]] <= token_budget:
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def restore_order(parts: Sequence[np.ndarray], batches: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Scatter per-batch results (rows in batch order) back to input order: -> array[n, ...]."""
+    if not parts:
+        raise ValueError("nothing to restore")
+    out = np.empty((n,) + parts[0].shape[1:], dtype=parts[0].dtype)
+    for part, idx in zip(parts, batches):
+        out[idx] = part
+    return out

@@ -1,0 +1,153 @@
+"""Typed configuration: frozen dataclasses built from YAML mappings and validated once, at the edge.
+
+Every job has one dataclass tree. ``build`` turns a plain mapping into it, rejecting unknown keys and values of the
+wrong type with an error that names the file, the dotted key, the value found and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or outside what is allowed."""
+
+    def __init__(self, source: str, key: str, message: str):
+        self.source, self.key = source, key
+        super().__init__(f"{source}: {key} {message}")
+
+
+def choice_error(source: str, key: str, value: Any, allowed: tuple) -> ConfigError:
+    """The one wording for 'value not among the allowed ones'."""
+    return ConfigError(source, key, f"= {value!r}; expected one of {', '.join(repr(a) for a in allowed)}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader (no Python object tags)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), "(file)", "does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), "(file)", f"is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(p), "(file)", f"must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML, so numbers and lists work) to a nested mapping."""
+    out = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(source, item, "must look like key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(source, key, f"cannot set below {part!r}, which is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def build(cls: type[T], data: Mapping[str, Any] | None, source: str, prefix: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, prefix or "(top level)", f"must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(source, key, f"is not a known key; expected one of {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(source, key, "is required")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], source, key)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(source, prefix)
+    return obj
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, source, prefix=f"{key}.")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise choice_error(source, key, value, allowed)
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, source, key)
+            except ConfigError as exc:
+                errors.append(str(exc).split(f"{key} ", 1)[-1])
+        raise ConfigError(source, key, " or ".join(errors))
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(source, key, f"= {value!r}; expected a list")
+        (inner, *_rest) = get_args(tp) or (Any,)
+        return tuple(_coerce(inner, v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(source, key, f"= {value!r}; expected a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, f"= {value!r}; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, f"= {value!r}; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, key, f"= {value!r}; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"= {value!r}; expected a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {key}")

@@ -1,0 +1,54 @@
+"""The one schema module: the embedding and quarantine tables as pyarrow schemas, with a format version.
+
+Spark schemas are derived from these (``jobs/``), so the table layout is written down in exactly one place.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TABLE_FORMAT_VERSION = 1
+
+# Why a row was quarantined instead of encoded. One tuple: the job, the docs and the tests all read it.
+QUARANTINE_REASONS: tuple[str, ...] = (
+    "null_id",          # the id column is null
+    "duplicate_id",     # the id occurs more than once; every copy is held back, since none is known to be right
+    "null_text",        # the text column is null (or the field is absent in a JSONL record)
+    "empty_text",       # the text is empty or whitespace only
+    "text_not_string",  # JSONL: the text field holds a number, list, object or boolean
+    "malformed_record", # JSONL/CSV: the line could not be parsed into the declared columns
+)
+
+ID_TYPES: tuple[pa.DataType, ...] = (pa.string(), pa.int64(), pa.int32())
+
+# Column names of the embedding table (before passthrough columns).
+ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED = "id", "embedding", "text_sha256", "n_tokens", "truncated"
+CORE_COLUMNS = (ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED)
+SPEC_METADATA_KEY = "feature_spec"  # field metadata on the embedding column: spec JSON + fingerprint
+
+
+def embedding_schema(id_type: pa.DataType = pa.string(), passthrough: pa.Schema | None = None) -> pa.Schema:
+    """id, embedding (bytes: spec.n_bytes per row), text_sha256 (hex), n_tokens, truncated, then passthrough."""
+    if id_type not in ID_TYPES:
+        raise TypeError(f"id column type {id_type} is not supported; expected one of {', '.join(map(str, ID_TYPES))}")
+    fields = [
+        pa.field(ID, id_type, nullable=False),
+        pa.field(EMBEDDING, pa.binary(), nullable=False),
+        pa.field(TEXT_SHA256, pa.string(), nullable=False),   # sha256 of the UTF-8 text, to join back or dedupe
+        pa.field(N_TOKENS, pa.int32(), nullable=False),       # tokens before truncation, special tokens included
+        pa.field(TRUNCATED, pa.bool_(), nullable=False),      # n_tokens > spec.max_length: encoded from a prefix
+    ]
+    for f in passthrough or []:
+        if f.name in CORE_COLUMNS:
+            raise ValueError(f"passthrough column {f.name!r} clashes with a column the job writes")
+        fields.append(f)
+    return pa.schema(fields)
+
+
+def quarantine_schema() -> pa.Schema:
+    """One row per held-back input row: the id and text as found (stringified), and why."""
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=True),
+        pa.field("text", pa.string(), nullable=True),
+        pa.field("reason", pa.string(), nullable=False),      # one of QUARANTINE_REASONS
+        pa.field("source", pa.string(), nullable=True),       # the raw record, for JSONL/CSV parse failures
+    ])

@@ -1,0 +1,99 @@
+"""What every job shares: the CLI, logging, the Spark session, version facts."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from encoder.config import ConfigError, apply_overrides, build, read_yaml
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """How the job gets its SparkSession. Under spark-submit the submitted master wins."""
+
+    master: str = "local[2]"            # one task per core on the 2-core reference machine
+    app_name: str = ""                  # default: the job's name
+    arrow_batch_rows: int = 512         # rows per Arrow batch into Python (Spark's default 10000 is too coarse)
+    shuffle_partitions: int = 8         # small default; raise on a cluster
+    conf: dict[str, Any] = field(default_factory=dict)  # any other spark.* settings, passed through
+
+
+def parse_args(argv: list[str] | None, prog: str, default_config: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=f"Run the {prog} job.")
+    p.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set output.path=/data/emb (repeatable)")
+    return p.parse_args(argv)
+
+
+def load_config(cls: type[T], path: str, overrides: list[str] | None = None) -> T:
+    """Read YAML safely, apply --set overrides, build and validate the job's frozen config tree."""
+    data = apply_overrides(read_yaml(path), overrides or [], source=path)
+    return build(cls, data, source=path)
+
+
+def setup_logging() -> None:
+    """Entry points only: one format, INFO for our packages, WARN for Spark's chatter."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("py4j", "pyspark", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def spark_session(settings: SparkSettings, app_name: str):
+    """Get or create the SparkSession; workers run this interpreter (so they see the same packages)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(settings.app_name or app_name)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: our master applies
+        builder = builder.master(settings.master).config("spark.ui.enabled", "false")
+    builder = (builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_rows))
+               .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+               .config("spark.python.worker.reuse", "true")   # keeps the model loaded between tasks
+               .config("spark.sql.session.timeZone", "UTC"))
+    for key, value in settings.conf.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide the output bytes, recorded in every manifest."""
+    import numpy
+    import pyarrow
+    import pyspark
+    import torch
+    import transformers
+
+    import encoder
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "pyspark": pyspark.__version__, "pyarrow": pyarrow.__version__,
+            "numpy": numpy.__version__, "encoder": encoder.__version__}
+
+
+def run_main(fn: Callable[[Any], Any], argv: list[str] | None, prog: str, default_config: str, cls: type) -> int:
+    """Parse args, load config before Spark starts, run; a config error exits 2 with its one-line message."""
+    args = parse_args(argv, prog, default_config)
+    setup_logging()
+    try:
+        cfg = load_config(cls, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"ConfigError: {exc}", file=sys.stderr)
+        return 2
+    fn(cfg)
+    return 0

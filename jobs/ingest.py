@@ -1,0 +1,147 @@
+"""Read a text corpus (Parquet, JSONL, CSV/TSV) into one shape and mark every faulty row with a reason.
+
+Output columns: ``_id``, ``_text``, the passthrough columns, ``_reason`` (null = good row, else one of
+``encoder.schema.QUARANTINE_REASONS``) and ``_source`` (the raw record for parse failures). No row is dropped here:
+the caller splits on ``_reason`` and must account for every row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from encoder.config import ConfigError
+
+FORMATS: tuple[str, ...] = ("parquet", "jsonl", "csv", "tsv")
+ID_SPARK_TYPES = (T.StringType, T.LongType, T.IntegerType)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Where the corpus is and which columns hold the id and the text."""
+
+    path: str                                          # a file or a folder of files
+    format: Literal["parquet", "jsonl", "csv", "tsv"] = "parquet"
+    id_column: str = "id"
+    text_column: str = "text"
+    passthrough: tuple[str, ...] = ()                  # copied unchanged to the embedding table (e.g. a split column)
+
+    def validate(self, source: str, prefix: str) -> None:
+        clash = {"_id", "_text", "_reason", "_source"} & {self.id_column, self.text_column, *self.passthrough}
+        if clash:
+            raise ConfigError(source, f"{prefix}passthrough", f"uses reserved column names {sorted(clash)}")
+        if self.id_column in self.passthrough or self.text_column in self.passthrough:
+            raise ConfigError(source, f"{prefix}passthrough", "must not repeat id_column or text_column")
+
+
+class InputError(ValueError):
+    """The input cannot be read as configured (missing path, missing column, wrong column type)."""
+
+
+def _uri(path: str) -> str:
+    return path if "://" in path else Path(path).absolute().as_uri()
+
+
+def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
+    """Read ``cfg.path`` and return the normalised frame with ``_reason`` set on every faulty row."""
+    if "://" not in cfg.path and not Path(cfg.path).exists():
+        raise InputError(f"input.path = {cfg.path!r} does not exist")
+    reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_csv}[cfg.format]
+    df = reader(spark, cfg)
+    return _mark_faults(df)
+
+
+def _require_columns(df: DataFrame, cfg: InputConfig, what: str) -> None:
+    wanted = [cfg.id_column, cfg.text_column, *cfg.passthrough]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise InputError(f"{what} {cfg.path!r} has no column(s) {missing}; it has {sorted(df.columns)} "
+                         "(set input.id_column / input.text_column / input.passthrough)")
+
+
+def _check_types(df: DataFrame, cfg: InputConfig) -> None:
+    types = {f.name: f.dataType for f in df.schema.fields}
+    if not isinstance(types[cfg.text_column], T.StringType):
+        raise InputError(f"input.text_column {cfg.text_column!r} has type {types[cfg.text_column].simpleString()}; "
+                         "expected string")
+    if not isinstance(types[cfg.id_column], ID_SPARK_TYPES):
+        raise InputError(f"input.id_column {cfg.id_column!r} has type {types[cfg.id_column].simpleString()}; "
+                         "expected string, int or bigint")
+
+
+def _normalise(df: DataFrame, cfg: InputConfig, reason, source) -> DataFrame:
+    return df.select(F.col(cfg.id_column).alias("_id"), F.col(cfg.text_column).alias("_text"),
+                     *[F.col(c) for c in cfg.passthrough], reason.cast("string").alias("_reason"),
+                     source.cast("string").alias("_source"))
+
+
+def _read_parquet(spark: SparkSession, cfg: InputConfig) -> DataFrame:
+    try:
+        df = spark.read.parquet(_uri(cfg.path))
+    except Exception as exc:  # AnalysisException and friends: say what could not be read
+        raise InputError(f"input.path {cfg.path!r} could not be read as Parquet: {str(exc).splitlines()[0]}") from None
+    _require_columns(df, cfg, "Parquet input")
+    _check_types(df, cfg)
+    return _normalise(df, cfg, F.lit(None), F.lit(None))
+
+
+def _read_csv(spark: SparkSession, cfg: InputConfig) -> DataFrame:
+    sep = "\t" if cfg.format == "tsv" else ","
+    opts = {"header": "true", "sep": sep, "escape": '"', "mode": "PERMISSIVE",
+            "columnNameOfCorruptRecord": "_corrupt_record"}
+    header = spark.read.options(**opts).csv(_uri(cfg.path)).columns  # header only; every column is a string
+    _require_columns(spark.createDataFrame([], T.StructType([T.StructField(c, T.StringType()) for c in header])),
+                     cfg, cfg.format.upper())
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in header] +
+                          [T.StructField("_corrupt_record", T.StringType())])
+    df = spark.read.options(**opts).schema(schema).csv(_uri(cfg.path))
+    bad = F.col("_corrupt_record").isNotNull()
+    return _normalise(df, cfg, F.when(bad, F.lit("malformed_record")), F.when(bad, F.col("_corrupt_record")))
+
+
+def _read_jsonl(spark: SparkSession, cfg: InputConfig) -> DataFrame:
+    """JSON lines, checked per record with Spark's variant type: a text that is a number or list is caught, not
+    stringified. Blank lines are not records and are skipped."""
+    raw = spark.read.text(_uri(cfg.path)).where(F.trim(F.col("value")) != "")
+    inferred = spark.read.json(_uri(cfg.path)).schema
+    fields = {f.name: f for f in inferred.fields if f.name != "_corrupt_record"}
+    probe = spark.createDataFrame([], T.StructType(list(fields.values())))
+    _require_columns(probe, cfg, "JSONL input")
+    fields[cfg.text_column] = T.StructField(cfg.text_column, T.StringType())
+    if not isinstance(fields[cfg.id_column].dataType, ID_SPARK_TYPES):
+        raise InputError(f"input.id_column {cfg.id_column!r} has JSON type "
+                         f"{fields[cfg.id_column].dataType.simpleString()}; expected string or integer")
+    schema = T.StructType(list(fields.values()))
+    v = F.expr("try_parse_json(value)")
+    text_type = F.expr(f"schema_of_variant(variant_get(try_parse_json(value), '$.{_json_key(cfg.text_column)}', "
+                       "'variant'))")
+    df = raw.select(F.col("value"), v.alias("_v"), text_type.alias("_ttype"),
+                    F.from_json(F.col("value"), schema).alias("_r"))
+    not_object = F.col("_v").isNull() | ~F.expr("schema_of_variant(_v)").startswith("OBJECT")
+    reason = (F.when(not_object, F.lit("malformed_record"))
+              .when(F.col("_ttype").isNotNull() & ~F.col("_ttype").isin("STRING", "VOID"), F.lit("text_not_string")))
+    df = df.select(F.col("value"), reason.alias("_pre"), "_r.*")
+    return _normalise(df, cfg, F.col("_pre"), F.when(F.col("_pre").isNotNull(), F.col("value")))
+
+
+def _json_key(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise InputError(f"input.text_column {name!r}: JSONL keys must be letters, digits and underscores")
+    return name
+
+
+def _mark_faults(df: DataFrame) -> DataFrame:
+    """Fill ``_reason`` for null/duplicate ids and null/blank texts; parse faults already set take precedence."""
+    dup = F.count(F.lit(1)).over(Window.partitionBy("_id")) > 1
+    blank = F.length(F.regexp_replace(F.col("_text"), r"(?U)\s+", "")) == 0
+    reason = F.coalesce(
+        F.col("_reason"),
+        F.when(F.col("_id").isNull(), F.lit("null_id"))
+        .when(F.col("_text").isNull(), F.lit("null_text"))
+        .when(blank, F.lit("empty_text"))
+        .when(dup, F.lit("duplicate_id")))
+    return df.withColumn("_reason", reason)

@@ -1,0 +1,59 @@
+"""Executor-side code: one encoder per Python worker process, reused across tasks and batches.
+
+Kept in an importable module (not the job's ``__main__``) so the cache survives between tasks under spark-submit
+too: a function pickled from ``__main__`` would carry a fresh copy of the cache with every task.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+
+from encoder.encode import FeatureExtractor
+from encoder.model import load_encoder
+from encoder.settings import EncoderConfig
+from encoder.spec import FeatureSpec
+from encoder.table import encode_batch
+
+logger = logging.getLogger(__name__)
+_CACHE: dict[tuple, FeatureExtractor] = {}
+
+
+def task_device_and_threads(requested: str) -> tuple[str, int]:
+    """The device and thread count this Spark task owns: its GPU resource if any, and spark.task.cpus threads."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    threads = int(ctx.cpus()) if ctx is not None else 1
+    gpus = ctx.resources().get("gpu") if ctx is not None else None
+    if requested == "cpu":
+        return "cpu", threads
+    if gpus is not None and gpus.addresses:
+        return f"cuda:{gpus.addresses[0]}", threads
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("encoder.device = 'cuda' but this executor has no CUDA device")
+    return ("cuda" if torch.cuda.is_available() else "cpu"), threads
+
+
+def worker_extractor(cfg: EncoderConfig, spec: FeatureSpec) -> FeatureExtractor:
+    """Load (once per process) the encoder this task should use and check it reproduces ``spec``."""
+    device, threads = task_device_and_threads(cfg.device)
+    key = (cfg, spec.fingerprint, device, threads)
+    if key not in _CACHE:
+        _CACHE.clear()  # one model per worker process; free the old one first
+        extractor = cfg.extractor(load_encoder(cfg.model, device=device, threads=threads))
+        extractor.check_spec(spec)  # an executor with another model build must not write into this table
+        _CACHE[key] = extractor
+    return _CACHE[key]
+
+
+def encode_partition(batches: Iterator[pa.RecordBatch], cfg: EncoderConfig, spec: FeatureSpec, id_column: str,
+                     text_column: str, passthrough: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: input batches -> embedding-table batches, same rows, same order."""
+    extractor = worker_extractor(cfg, spec)
+    for batch in batches:
+        if batch.num_rows:
+            yield encode_batch(batch, extractor, spec, id_column, text_column, passthrough, schema)
