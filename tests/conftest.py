@@ -1,0 +1,68 @@
+"""Shared fixtures: one local[2] SparkSession for the whole run, and a tiny random BERT saved like a real model."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "goemotions_sample.parquet"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "man", "is", "playing", "guitar", "someone",
+              "strumming", "stock", "market", "fell", "today", "hello", "world", ".", ",", "good", "bad", "movie",
+              "very", "not", "i", "you", "it", "was", "and", "of", "to", "in"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT with a 34-word vocabulary, saved as safetensors + tokenizer files."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(TINY_VOCAB)}, do_lower_case=True, model_max_length=512)
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=37, max_position_embeddings=512)
+    BertModel(cfg).eval().save_pretrained(d, safe_serialization=True)
+    assert (d / "model.safetensors").is_file()
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_dir):
+    from encoder.model import load_encoder
+
+    return load_encoder(str(tiny_model_dir), device="cpu", threads=1)
+
+
+@pytest.fixture(scope="session")
+def real_loaded():
+    from encoder.model import load_encoder
+
+    return load_encoder("package", device="cpu", threads=2)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    s = (SparkSession.builder.master("local[2]").appName("tests")
+         .config("spark.ui.enabled", "false")
+         .config("spark.ui.showConsoleProgress", "false")
+         .config("spark.sql.shuffle.partitions", "2")
+         .config("spark.python.worker.reuse", "true")
+         .getOrCreate())
+    s.sparkContext.setLogLevel("ERROR")
+    yield s
+    s.stop()
