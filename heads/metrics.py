@@ -1,0 +1,41 @@
+"""Classification metrics on numpy arrays (no scikit-learn at run time)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def f1_per_class(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """F1 of each class 0..n_classes-1 (0 where a class is neither present nor predicted)."""
+    out = np.zeros(n_classes)
+    for c in range(n_classes):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        out[c] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return out
+
+
+def single_label_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """Accuracy and macro-F1 over the labelled rows."""
+    if len(y_true) == 0:
+        return {"rows": 0, "accuracy": None, "macro_f1": None}
+    f1 = f1_per_class(y_true, y_pred, n_classes)
+    present = np.union1d(np.unique(y_true), np.unique(y_pred))
+    return {"rows": int(len(y_true)), "accuracy": float(np.mean(y_true == y_pred)),
+            "macro_f1": float(f1[present].mean())}
+
+
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, mask: np.ndarray, labels: list[str]) -> dict:
+    """Per-label F1, macro-F1 and micro-F1 over known entries; y_* int[n, L] of 0/1, mask bool[n, L]."""
+    per = {}
+    tp_all = fp_all = fn_all = 0
+    for j, name in enumerate(labels):
+        m = mask[:, j]
+        t, p = y_true[m, j], y_pred[m, j]
+        tp, fp, fn = int(np.sum((t == 1) & (p == 1))), int(np.sum((t == 0) & (p == 1))), int(np.sum((t == 1) & (p == 0)))
+        per[name] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+    micro = 2 * tp_all / (2 * tp_all + fp_all + fn_all) if tp_all + fp_all + fn_all else 0.0
+    exact = float(np.mean(np.all((y_true == y_pred) | ~mask, axis=1))) if len(y_true) else None
+    return {"rows": int(mask.any(axis=1).sum()), "macro_f1": float(np.mean(list(per.values()))),
+            "micro_f1": float(micro), "exact_match": exact, "per_label_f1": per}
