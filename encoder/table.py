@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .encode import FeatureExtractor
-from .schema import EMBEDDING, ID, N_TOKENS, SPEC_METADATA_KEY, TEXT_SHA256, TRUNCATED
+from .schema import EMBEDDING, ID, SPEC_METADATA_KEY
 from .spec import FeatureSpec
 
 SPARK_ROW_METADATA = b"org.apache.spark.sql.parquet.row.metadata"

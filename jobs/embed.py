@@ -23,7 +23,6 @@ if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project im
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from encoder.config import ConfigError
 from encoder.model import load_encoder
@@ -32,31 +31,22 @@ from encoder.settings import EncoderConfig
 from encoder.spec import FeatureSpec
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session, versions
+from jobs.tables import check_table, parquet_rows, write_table
 from jobs.ingest import InputConfig, read_input
 
 logger = logging.getLogger("jobs.embed")
 
 
 @dataclass(frozen=True)
-class OutputConfig:
-    path: str = "out/embed"                  # a symlink to the newest complete run; git-ignored by default
-    keep_runs: int = 2                       # published runs kept for rollback (current included)
+class OutputConfig(publish.PublishConfig):
+    path: str = "out/embed"                  # git-ignored by default
     max_quarantine_fraction: float = 0.01    # above this share of bad rows the run fails and is not published
-    compression: str = "zstd"
 
     def validate(self, source: str, prefix: str) -> None:
+        super().validate(source, prefix)
         if not 0.0 <= self.max_quarantine_fraction <= 1.0:
             raise ConfigError(source, f"{prefix}max_quarantine_fraction",
                               f"= {self.max_quarantine_fraction}; expected 0..1")
-        if self.keep_runs < 1:
-            raise ConfigError(source, f"{prefix}keep_runs", f"= {self.keep_runs}; expected >= 1")
-        if "://" in self.path and not self.path.startswith("file://"):
-            raise ConfigError(source, f"{prefix}path", f"= {self.path!r}; atomic publication needs a local or "
-                              "mounted POSIX path (symlink swap)")
-        allowed = ("zstd", "snappy", "gzip", "none")
-        if self.compression not in allowed:
-            raise ConfigError(source, f"{prefix}compression", f"= {self.compression!r}; expected one of "
-                              + ", ".join(map(repr, allowed)))
 
 
 @dataclass(frozen=True)
@@ -107,32 +97,6 @@ def make_spec(cfg: EmbedConfig, valid_df, loaded) -> FeatureSpec:
              .limit(cfg.encoder.calibration_rows).collect()]
     logger.info("calibrating %s on %d sample rows", "int8 scales" if q == "int8" else "binary thresholds", len(texts))
     return extractor.make_spec(q, mode, extractor.features(texts).values)
-
-
-def write_table(df, path: Path, compression: str) -> None:
-    """Write one Parquet table with Spark and give its files stable names (so reruns are byte-comparable)."""
-    df.write.mode("errorifexists").option("compression", compression).parquet(path.as_uri())
-    for i, f in enumerate(sorted(path.glob("part-*.parquet"))):
-        suffix = f.name.split(".", 1)[1] if "." in f.name else "parquet"
-        target = path / f"part-{i:05d}.{suffix}"
-        crc = path / f".{f.name}.crc"
-        f.rename(target)
-        if crc.exists():
-            crc.rename(path / f".{target.name}.crc")
-
-
-def parquet_rows(path: Path) -> int:
-    """Row count from the Parquet footers (no data scan)."""
-    return sum(pq.read_metadata(f).num_rows for f in sorted(path.glob("*.parquet")))
-
-
-def check_table(path: Path, expected: pa.Schema) -> None:
-    """The written files carry exactly the expected columns and types."""
-    files = sorted(path.glob("*.parquet"))
-    for f in files:
-        got = pq.read_schema(f)
-        if [(x.name, x.type) for x in got] != [(x.name, x.type) for x in expected]:
-            raise RuntimeError(f"{f} has schema {got}; expected {expected}")
 
 
 def run(cfg: EmbedConfig) -> dict:

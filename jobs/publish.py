@@ -10,10 +10,34 @@ import logging
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from encoder.config import ConfigError, choice_error
+
 logger = logging.getLogger(__name__)
+
+
+COMPRESSIONS: tuple[str, ...] = ("zstd", "snappy", "gzip", "none")
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """Where a job publishes and how many earlier runs it keeps."""
+
+    path: str                                # a symlink to the newest complete run
+    keep_runs: int = 2                       # published runs kept for rollback (current included)
+    compression: str = "zstd"                # Parquet codec
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.keep_runs < 1:
+            raise ConfigError(source, f"{prefix}keep_runs", f"= {self.keep_runs}; expected >= 1")
+        if "://" in self.path and not self.path.startswith("file://"):
+            raise ConfigError(source, f"{prefix}path", f"= {self.path!r}; atomic publication needs a local or "
+                              "mounted POSIX path (symlink swap)")
+        if self.compression not in COMPRESSIONS:
+            raise choice_error(source, f"{prefix}compression", self.compression, COMPRESSIONS)
 
 
 def runs_dir(output: Path) -> Path:

@@ -10,11 +10,10 @@ import torch
 from encoder.spec import FeatureSpec, SpecMismatchError
 from heads.data import Chunk, arrow_source, petastorm_source
 from heads.io import load_head, load_heads, save_head
-from heads.modules import Head
 from heads.predict import predict_batch, predictions_schema
 from heads.score import FusedScorer, decode_fast, score_one_by_one
 from heads.tasks import TaskConfig
-from heads.train import TrainConfig, TrainedHead, train_heads
+from heads.train import TrainConfig, train_heads
 
 DIM = 64
 
