@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run embed test test-fast bench clean
+.PHONY: setup run embed train_heads apply_heads test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -20,10 +20,21 @@ $(STAMP): requirements.txt setup.py
 	$(BIN)/pip check
 	touch $(STAMP)
 
-run: embed
+# The default pipeline on the shipped sample: embed -> train heads -> apply heads.
+run: embed train_heads apply_heads
+	@echo ""
+	@echo "embeddings:  out/embed/embeddings   (quarantine: out/embed/quarantine, manifest: out/embed/manifest.json)"
+	@echo "heads:       out/heads              (report: out/heads/report.md, metrics: out/heads/metrics.json)"
+	@echo "predictions: out/predictions/predictions   (manifest: out/predictions/manifest.json)"
 
 embed: $(STAMP)
 	$(BIN)/python -m jobs.embed --config conf/embed.yaml
+
+train_heads: $(STAMP)
+	$(BIN)/python -m jobs.train_heads --config conf/train_heads.yaml
+
+apply_heads: $(STAMP)
+	$(BIN)/python -m jobs.apply_heads --config conf/apply_heads.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -33,6 +44,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/encode.py
+	$(BIN)/python bench/heads.py
+	$(BIN)/python bench/heads_accuracy.py
 
 clean:
 	rm -rf out spark-warehouse metastore_db .pytest_cache

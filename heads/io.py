@@ -27,7 +27,7 @@ def save_head(folder: str | Path, head: TrainedHead, spec: FeatureSpec) -> Path:
     meta = {"format_version": HEAD_FORMAT_VERSION, "task": task, "labels": head.labels,
             "head": {"kind": head.task.head, "dim": head.module.dim, "hidden": head.module.hidden,
                      "n_outputs": head.module.n_outputs},
-            "feature_spec_fingerprint": spec.fingerprint, "metrics": head.metrics}
+            "thresholds": head.thresholds, "feature_spec_fingerprint": spec.fingerprint, "metrics": head.metrics}
     (folder / META).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", encoding="utf-8")
     return folder
 
@@ -54,12 +54,13 @@ def load_head(folder: str | Path, spec: FeatureSpec | None = None) -> TrainedHea
         require_same_spec(spec.fingerprint, meta["feature_spec_fingerprint"], f"head {folder.name!r}")
     t = meta["task"]
     task = TaskConfig(name=t["name"], kind=t["kind"], columns=tuple(t["columns"]), labels=tuple(t["labels"]),
-                      head=t["head"], hidden=t["hidden"], class_weights=t["class_weights"])
+                      head=t["head"], hidden=t["hidden"], class_weights=t["class_weights"],
+                      tune_thresholds=t.get("tune_thresholds", True))
     h = meta["head"]
     module = Head(h["dim"], h["n_outputs"], h["hidden"])
     module.load_state_dict(load_file(str(folder / WEIGHTS)))
     module.eval()
-    head = TrainedHead(task, module, list(meta["labels"]), meta.get("metrics", {}))
+    head = TrainedHead(task, module, list(meta["labels"]), meta.get("metrics", {}), meta.get("thresholds"))
     head.spec_fingerprint = meta["feature_spec_fingerprint"]  # type: ignore[attr-defined]
     return head
 

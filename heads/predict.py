@@ -2,7 +2,8 @@
 
 Schema (``predictions_schema``), for each task in head-name order:
 - multiclass / binary: ``<task>`` string (predicted label name), ``<task>_score`` float (its probability);
-- multilabel: ``<task>`` list<string> (labels with probability >= 0.5, in label order), ``<task>_scores``
+- multilabel: ``<task>`` list<string> (labels whose probability reaches that label's threshold, stored in
+  ``head.json``; 0.5 when not tuned), ``<task>_scores``
   list<float> (every label's probability, in the label order written in the heads' ``head.json`` and the manifest).
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
         labels = np.asarray(h.labels, dtype=object)
         if h.task.kind == "multilabel":
             p = _sigmoid(logits).astype(np.float32)
-            on = p >= 0.5
+            on = p >= np.asarray(h.thresholds if h.thresholds is not None else [0.5] * p.shape[1], np.float32)
             offsets = np.concatenate([[0], np.cumsum(on.sum(axis=1))]).astype(np.int32)
             names = pa.array(np.broadcast_to(labels, p.shape)[on].tolist(), pa.string())
             arrays.append(pa.ListArray.from_arrays(pa.array(offsets), names))

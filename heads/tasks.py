@@ -29,6 +29,9 @@ class TaskConfig:
     head: HeadKind = "linear"             # linear = logistic/softmax regression, the standard frozen-feature probe
     hidden: int = 256                     # mlp only: width of the one hidden layer
     class_weights: bool = False           # weight classes by inverse frequency (rare classes count more)
+    # multilabel: choose each label's decision threshold to maximise its F1 on validation (else 0.5). Rare labels
+    # (most GoEmotions emotions) are otherwise almost never predicted.
+    tune_thresholds: bool = True
 
     def validate(self, source: str, prefix: str) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():

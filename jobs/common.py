@@ -59,7 +59,8 @@ def spark_session(settings: SparkSettings, app_name: str):
 
     builder = SparkSession.builder.appName(settings.app_name or app_name)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: our master applies
-        builder = builder.master(settings.master).config("spark.ui.enabled", "false")
+        builder = (builder.master(settings.master).config("spark.ui.enabled", "false")
+                   .config("spark.ui.showConsoleProgress", "false"))
     builder = (builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_rows))
                .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
                .config("spark.python.worker.reuse", "true")   # keeps the model loaded between tasks

@@ -42,7 +42,8 @@ class InputError(ValueError):
     """The input cannot be read as configured (missing path, missing column, wrong column type)."""
 
 
-def _uri(path: str) -> str:
+def to_uri(path: str) -> str:
+    """A local path as a file:// URI (Spark and petastorm want a scheme); URIs pass through."""
     return path if "://" in path else Path(path).absolute().as_uri()
 
 
@@ -81,7 +82,7 @@ def _normalise(df: DataFrame, cfg: InputConfig, reason, source) -> DataFrame:
 
 def _read_parquet(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     try:
-        df = spark.read.parquet(_uri(cfg.path))
+        df = spark.read.parquet(to_uri(cfg.path))
     except Exception as exc:  # AnalysisException and friends: say what could not be read
         raise InputError(f"input.path {cfg.path!r} could not be read as Parquet: {str(exc).splitlines()[0]}") from None
     _require_columns(df, cfg, "Parquet input")
@@ -93,12 +94,12 @@ def _read_csv(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     sep = "\t" if cfg.format == "tsv" else ","
     opts = {"header": "true", "sep": sep, "escape": '"', "mode": "PERMISSIVE",
             "columnNameOfCorruptRecord": "_corrupt_record"}
-    header = spark.read.options(**opts).csv(_uri(cfg.path)).columns  # header only; every column is a string
+    header = spark.read.options(**opts).csv(to_uri(cfg.path)).columns  # header only; every column is a string
     _require_columns(spark.createDataFrame([], T.StructType([T.StructField(c, T.StringType()) for c in header])),
                      cfg, cfg.format.upper())
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header] +
                           [T.StructField("_corrupt_record", T.StringType())])
-    df = spark.read.options(**opts).schema(schema).csv(_uri(cfg.path))
+    df = spark.read.options(**opts).schema(schema).csv(to_uri(cfg.path))
     bad = F.col("_corrupt_record").isNotNull()
     return _normalise(df, cfg, F.when(bad, F.lit("malformed_record")), F.when(bad, F.col("_corrupt_record")))
 
@@ -106,8 +107,8 @@ def _read_csv(spark: SparkSession, cfg: InputConfig) -> DataFrame:
 def _read_jsonl(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     """JSON lines, checked per record with Spark's variant type: a text that is a number or list is caught, not
     stringified. Blank lines are not records and are skipped."""
-    raw = spark.read.text(_uri(cfg.path)).where(F.trim(F.col("value")) != "")
-    inferred = spark.read.json(_uri(cfg.path)).schema
+    raw = spark.read.text(to_uri(cfg.path)).where(F.trim(F.col("value")) != "")
+    inferred = spark.read.json(to_uri(cfg.path)).schema
     fields = {f.name: f for f in inferred.fields if f.name != "_corrupt_record"}
     probe = spark.createDataFrame([], T.StructType(list(fields.values())))
     _require_columns(probe, cfg, "JSONL input")

@@ -57,3 +57,23 @@ def encode_partition(batches: Iterator[pa.RecordBatch], cfg: EncoderConfig, spec
     for batch in batches:
         if batch.num_rows:
             yield encode_batch(batch, extractor, spec, id_column, text_column, passthrough, schema)
+
+
+_SCORERS: dict[tuple, "object"] = {}
+
+
+def score_partition(batches: Iterator[pa.RecordBatch], heads_dir: str, spec: FeatureSpec, schema: pa.Schema
+                    ) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body for apply_heads: heads loaded once per worker (safetensors), every head per batch."""
+    from heads.io import load_heads
+    from heads.predict import predict_batch
+    from heads.score import FusedScorer
+
+    key = (heads_dir, spec.fingerprint)
+    if key not in _SCORERS:
+        _SCORERS.clear()
+        _SCORERS[key] = FusedScorer(load_heads(heads_dir, spec), spec)
+    scorer = _SCORERS[key]
+    for batch in batches:
+        if batch.num_rows:
+            yield predict_batch(batch, scorer, schema)

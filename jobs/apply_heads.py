@@ -1,0 +1,89 @@
+"""Apply every trained head to an embedding table in one pass and publish a predictions table.
+
+    python -m jobs.apply_heads --config conf/apply_heads.yaml [--set key=value ...]
+
+Publishes ``output.path`` -> a run folder with ``predictions/`` (Parquet, one row per input id; schema in
+``heads/predict.py`` and README) and ``manifest.json`` (rows, heads, label orders, spec). Rows in = rows out is
+checked before publishing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from heads.io import load_heads
+from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema
+from jobs import publish
+from jobs.common import SparkSettings, run_main, spark_session, versions
+from jobs.tables import check_table, parquet_rows, write_table
+from jobs.train_heads import load_table_spec
+
+logger = logging.getLogger("jobs.apply_heads")
+
+
+@dataclass(frozen=True)
+class ApplyHeadsConfig:
+    embeddings: str = "out/embed"            # the embed job's published folder
+    heads: str = "out/heads"                 # the train_heads job's published folder (one sub-folder per task)
+    output: publish.PublishConfig = field(default_factory=lambda: publish.PublishConfig(path="out/predictions"))
+    spark: SparkSettings = field(default_factory=SparkSettings)
+
+
+def run(cfg: ApplyHeadsConfig) -> dict:
+    t0 = time.perf_counter()
+    spec = load_table_spec(cfg.embeddings)
+    heads_dir = Path(cfg.heads).resolve()
+    heads = load_heads(heads_dir, spec)     # a head of another feature spec is refused here, before any work
+    spark = spark_session(cfg.spark, "apply_heads")
+    from pyspark.sql.pandas.types import from_arrow_type, to_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    table = Path(cfg.embeddings) / "embeddings"
+    emb = spark.read.parquet(table.absolute().as_uri()).select("id", "embedding")
+    schema = predictions_schema(heads, to_arrow_type(emb.schema["id"].dataType))
+    spark_schema = StructType([StructField(f.name, from_arrow_type(f.type), f.nullable) for f in schema])
+    run_id, staging = publish.begin_run(cfg.output.path)
+    fn = partial(_score, heads_dir=str(heads_dir), spec=spec, schema=schema)
+    write_table(emb.mapInArrow(fn, spark_schema), staging / "predictions", cfg.output.compression)
+    rows_in, rows_out = parquet_rows(table), parquet_rows(staging / "predictions")
+    check_table(staging / "predictions", schema)
+    if rows_in != rows_out:
+        raise RuntimeError(f"rows in ({rows_in}) != rows out ({rows_out}); not publishing {staging}")
+    manifest = {"predictions_format_version": PREDICTIONS_FORMAT_VERSION, "run_id": run_id,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "embeddings": str(Path(cfg.embeddings).resolve()), "heads": str(heads_dir),
+                "rows": {"in": rows_in, "out": rows_out},
+                "tasks": {h.task.name: {"kind": h.task.kind, "labels": h.labels,
+                                        "columns": [f.name for f in schema if f.name == h.task.name
+                                                    or f.name.startswith(h.task.name + "_score")]}
+                          for h in heads},
+                "feature_spec_fingerprint": spec.fingerprint, "seconds": round(time.perf_counter() - t0, 2),
+                "versions": versions()}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)
+    logger.info("apply_heads: heads=%d rows_in=%d rows_out=%d seconds=%.1f output=%s run=%s", len(heads), rows_in,
+                rows_out, manifest["seconds"], out / "predictions", run_id)
+    return manifest
+
+
+def _score(batches, heads_dir, spec, schema):
+    from jobs.worker import score_partition
+
+    return score_partition(batches, heads_dir, spec, schema)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, argv, "apply_heads", "conf/apply_heads.yaml", ApplyHeadsConfig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
