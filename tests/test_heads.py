@@ -167,8 +167,10 @@ def test_predictions_batch_schema_and_labels(trained):
     assert out["id"] == [f"i{i}" for i in range(20)]
     assert set(out["topic"]) <= {"a", "b", "c"} and all(0.33 <= p <= 1 for p in out["topic_score"])
     assert all(len(v) == 3 for v in out["tags_scores"])
+    thresholds = next(h for h in trained if h.task.name == "tags").thresholds
+    assert thresholds is not None and len(thresholds) == 3
     for names, probs in zip(out["tags"], out["tags_scores"]):
-        assert names == [n for n, p in zip(["t0", "t1", "t2"], probs) if p >= 0.5]
+        assert names == [n for n, p, t in zip(["t0", "t1", "t2"], probs, thresholds) if p >= np.float32(t)]
 
 
 def test_petastorm_reader_returns_every_row_once_and_matches_pyarrow(tmp_path):
