@@ -78,6 +78,15 @@ def test_training_is_deterministic_and_independent_of_chunking():
             torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
 
 
+def test_one_pass_equals_separate_trainings():
+    ids, x, labels = synthetic(600)
+    together = train_heads(source_of(ids, x, labels), TASKS, DIM, CFG)
+    for i in (0, 2):
+        alone = train_heads(source_of(ids, x, labels), [TASKS[i]], DIM, CFG)[0]
+        for k, v in alone.module.state_dict().items():
+            torch.testing.assert_close(together[i].module.state_dict()[k], v, rtol=0, atol=0)
+
+
 def test_rows_with_missing_labels_are_ignored_by_that_task_only():
     ids, x, labels = synthetic(600)
     labels["flag"] = labels["flag"].copy()

@@ -1,0 +1,134 @@
+"""Head accuracy against the standard frozen-feature reference, all measured in one run.
+
+    python bench/heads_accuracy.py [--train-cap 3000] [--test-cap 1500]
+
+For each SentEval (mr, cr, subj, mpqa, sst2, trec) and TweetEval task: encode the texts once with the default encoder
+(fp32 features), then compare test accuracy of
+  ref      scikit-learn LogisticRegression (lbfgs, C=1) on fp32 features,
+  fp32     our linear head on fp32 features,
+  bin0     our linear head on binary codes, zero thresholds (sign bits, what the table stores by default),
+  binC     our linear head on binary codes, calibrated thresholds (per-dimension median of the training rows).
+Bars: fp32 within 0.5 points of ref on average; binC within 2 points of fp32 on average.
+Splits: the data's own train/validation/test; sets without a test split (mr, cr, subj, mpqa) get a deterministic
+80/10/10 hash split; tweeteval/sentiment has no train split, so its validation rows are hash-split 90/10 into
+train/validation. Rows are subsampled by sha1(id) to the caps so the whole run fits a 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.stdout.reconfigure(line_buffering=True)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SENTEVAL = ["mr", "cr", "subj", "mpqa", "sst2", "trec"]
+TWEETEVAL = ["emoji", "emotion", "hate", "irony", "offensive", "sentiment", "stance_abortion", "stance_atheism",
+             "stance_climate", "stance_feminist", "stance_hillary"]
+
+
+def _h(i: str) -> int:
+    return int(hashlib.sha1(i.encode()).hexdigest()[:12], 16)
+
+
+def load_task(folder: Path, caps: dict[str, int]) -> dict[str, tuple[list[str], np.ndarray]]:
+    """-> {'train'|'validation'|'test': (texts, labels)}, subsampled by sha1(id)."""
+    parts = {}
+    for split in ("train", "validation", "test"):
+        f = folder / f"{split}.parquet"
+        if f.exists():
+            t = pq.read_table(f, columns=["id", "text", "label"]).to_pydict()
+            parts[split] = list(zip(t["id"], t["text"], t["label"]))
+    if "test" not in parts:  # whole set in one file: 80/10/10 by hash
+        rows = parts.pop("train")
+        parts = {"train": [r for r in rows if _h(r[0]) % 10 < 8], "validation": [r for r in rows if _h(r[0]) % 10 == 8],
+                 "test": [r for r in rows if _h(r[0]) % 10 == 9]}
+    if "train" not in parts:  # tweeteval/sentiment: no train split
+        rows = parts.pop("validation")
+        parts["train"] = [r for r in rows if _h(r[0]) % 10 != 0]
+        parts["validation"] = [r for r in rows if _h(r[0]) % 10 == 0]
+    out = {}
+    for split, rows in parts.items():
+        rows = sorted(rows, key=lambda r: _h(r[0]))[: caps[split]]
+        out[split] = ([r[1] for r in rows], np.array([r[2] for r in rows], dtype=np.int64))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train-cap", type=int, default=3000)
+    ap.add_argument("--val-cap", type=int, default=500)
+    ap.add_argument("--test-cap", type=int, default=1500)
+    ap.add_argument("--tasks", nargs="*", default=None, help="e.g. senteval/mr tweeteval/irony")
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"bench/heads_accuracy.py needs the shared data sets at {DATA} (not found)")
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from encoder.model import load_encoder
+    from encoder.quantize import calibrate_thresholds
+    from encoder.settings import EncoderConfig
+    from heads.data import Chunk
+    from heads.tasks import TaskConfig
+    from heads.train import TrainConfig, train_heads
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = EncoderConfig()
+    fx = cfg.extractor(load_encoder(cfg.model, threads=os.cpu_count() or 1))
+    spec0 = fx.make_spec("binary")
+    caps = {"train": args.train_cap, "validation": args.val_cap, "test": args.test_cap}
+    tasks = args.tasks or [f"senteval/{t}" for t in SENTEVAL] + [f"tweeteval/{t}" for t in TWEETEVAL]
+    print(f"encoder {spec0.model['name']} layers={list(spec0.layers)} pooling={spec0.pooling} dim={spec0.dim}; caps "
+          f"train/val/test {args.train_cap}/{args.val_cap}/{args.test_cap}; test accuracy in %")
+    print(f"| task | train | test | classes | ref LR fp32 | ours fp32 | ours binary zero | ours binary calibrated |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    t0 = time.perf_counter()
+    for name in tasks:
+        data = load_task(DATA / name, caps)
+        feats = {s: fx.features(texts).values for s, (texts, _) in data.items()}
+        y = {s: lab for s, (_, lab) in data.items()}
+        n_cls = int(max(v.max() for v in y.values())) + 1
+        ref = LogisticRegression(C=1.0, max_iter=2000).fit(feats["train"], y["train"])
+        acc_ref = float(np.mean(ref.predict(feats["test"]) == y["test"]))
+        thr = calibrate_thresholds(feats["train"])
+        variants = {"fp32": lambda x: x, "bin0": lambda x: np.where(x > 0, 1.0, -1.0).astype(np.float32),
+                    "binC": lambda x: np.where(x > thr, 1.0, -1.0).astype(np.float32)}
+        accs = {}
+        task = TaskConfig("t", "multiclass", ("label",), labels=tuple(str(i) for i in range(n_cls)))
+        for key, f in variants.items():
+            xs = {s: f(v) for s, v in feats.items()}
+
+            def source(xs=xs):
+                for s in ("train", "validation"):
+                    ids = np.array([f"{s}{i}" for i in range(len(y[s]))])
+                    yield Chunk(ids, xs[s], {"label": y[s]}, np.full(len(ids), s == "validation"))
+            head = train_heads(source, [task], spec0.dim, TrainConfig(epochs=60, patience=5, lr=3e-3,
+                                                                      weight_decay=1e-4))[0]
+            with torch.no_grad():
+                pred = head.module(torch.from_numpy(xs["test"])).argmax(1).numpy()
+            accs[key] = float(np.mean(pred == y["test"]))
+        rows.append((acc_ref, accs["fp32"], accs["bin0"], accs["binC"]))
+        print(f"| {name} | {len(y['train'])} | {len(y['test'])} | {n_cls} | {100 * acc_ref:.1f} | "
+              f"{100 * accs['fp32']:.1f} | {100 * accs['bin0']:.1f} | {100 * accs['binC']:.1f} |")
+    r = 100 * np.array(rows)
+    m = r.mean(axis=0)
+    print(f"| **average** ({len(rows)} tasks) | | | | **{m[0]:.2f}** | **{m[1]:.2f}** | **{m[2]:.2f}** | **{m[3]:.2f}** |")
+    print(f"fp32 heads vs reference: {m[1] - m[0]:+.2f} points (bar: within 0.5); calibrated binary vs fp32 heads: "
+          f"{m[3] - m[1]:+.2f} points (bar: within 2); zero-threshold binary vs fp32: {m[2] - m[1]:+.2f}; "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
