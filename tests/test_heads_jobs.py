@@ -100,7 +100,7 @@ def test_heads_of_another_spec_are_refused(pipeline, spark, tmp_path):
     pq.write_table(pq.read_table(SAMPLE).slice(0, 40), small)
     other = tmp_path / "other"
     embed.run(load_config(embed.EmbedConfig, "conf/embed.yaml", [
-        f"input.path={small}", f"output.path={other}", "encoder.layers=last4"]))
+        f"input.path={small}", f"output.path={other}", "encoder.layers=last"]))
     cfg = load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
         f"embeddings={other}", f"heads={pipeline['heads']}", f"output.path={tmp_path / 'pred'}"])
     with pytest.raises(SpecMismatchError, match="not comparable"):
