@@ -19,28 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.stdout.reconfigure(line_buffering=True)
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import DATA, ROOT, require_data  # noqa: E402  (path, offline env)
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 SETS = ["goemotions/train", "tweeteval/emoji/train", "senteval/mr/train", "senteval/subj/train", "ag_news/test",
         "blog_authorship/validation"]
 
 
 def load_texts(per_set: int) -> tuple[list[str], list[str]]:
-    if not DATA.is_dir():
-        sys.exit(f"bench/encode.py needs the shared data sets at {DATA} (not found)")
+    require_data()
     ids, texts = [], []
     for s in SETS:
         t = pq.read_table(DATA / f"{s}.parquet", columns=["id", "text"]).slice(0, per_set)

@@ -18,11 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.stdout.reconfigure(line_buffering=True)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import require_data  # noqa: E402  (path, offline env)
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -37,7 +34,6 @@ from heads.score import FusedScorer, score_one_by_one  # noqa: E402
 from heads.tasks import TaskConfig  # noqa: E402
 from heads.train import TrainConfig, TrainedHead, train_heads  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 
 
 def median_time(fn, repeats: int) -> float:
@@ -109,10 +105,7 @@ def train_bench(args) -> None:
     from encoder.settings import EncoderConfig
     from heads.data import arrow_source
 
-    src = DATA / "goemotions"
-    if not src.is_dir():
-        print(f"(2) skipped: {src} not found")
-        return
+    src = require_data() / "goemotions"
     cols = pq.read_schema(src / "train.parquet").names[2:]
     n_train = args.goemotions_rows
     tr = pq.read_table(src / "train.parquet").slice(0, n_train)

@@ -22,16 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.stdout.reconfigure(line_buffering=True)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import DATA, require_data  # noqa: E402  (path, offline env)
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 SENTEVAL = ["mr", "cr", "subj", "mpqa", "sst2", "trec"]
 TWEETEVAL = ["emoji", "emotion", "hate", "irony", "offensive", "sentiment", "stance_abortion", "stance_atheism",
              "stance_climate", "stance_feminist", "stance_hillary"]
@@ -76,8 +72,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=None, help="e.g. senteval/mr tweeteval/irony")
     ap.add_argument("--layers", default=None, help="override encoder.layers: last, last4, all")
     args = ap.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"bench/heads_accuracy.py needs the shared data sets at {DATA} (not found)")
+    require_data()
     import torch
     from sklearn.linear_model import LogisticRegression
 
@@ -96,7 +91,7 @@ def main() -> None:
     tasks = args.tasks or [f"senteval/{t}" for t in SENTEVAL] + [f"tweeteval/{t}" for t in TWEETEVAL]
     print(f"encoder {spec0.model['name']} layers={list(spec0.layers)} pooling={spec0.pooling} dim={spec0.dim}; caps "
           f"train/val/test {args.train_cap}/{args.val_cap}/{args.test_cap}; test accuracy in %")
-    print(f"| task | train | test | classes | ref LR fp32 | ours fp32 | ours binary zero | ours binary calibrated |")
+    print("| task | train | test | classes | ref LR fp32 | ours fp32 | ours binary zero | ours binary calibrated |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     t0 = time.perf_counter()
