@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--test-cap", type=int, default=1500)
     ap.add_argument("--tasks", nargs="*", default=None, help="e.g. senteval/mr tweeteval/irony")
     ap.add_argument("--layers", default=None, help="override encoder.layers: last, last4, all")
+    ap.add_argument("--combine", default=None, help="override encoder.layer_combine: mean, concat")
     args = ap.parse_args()
     require_data()
     import torch
@@ -84,12 +85,14 @@ def main() -> None:
     from heads.train import TrainConfig, train_heads
 
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = EncoderConfig() if args.layers is None else EncoderConfig(layers=args.layers)
+    overrides = {k: v for k, v in (("layers", args.layers), ("layer_combine", args.combine)) if v is not None}
+    cfg = EncoderConfig(**overrides)
     fx = cfg.extractor(load_encoder(cfg.model, threads=os.cpu_count() or 1))
     spec0 = fx.make_spec("binary")
     caps = {"train": args.train_cap, "validation": args.val_cap, "test": args.test_cap}
     tasks = args.tasks or [f"senteval/{t}" for t in SENTEVAL] + [f"tweeteval/{t}" for t in TWEETEVAL]
-    print(f"encoder {spec0.model['name']} layers={list(spec0.layers)} pooling={spec0.pooling} dim={spec0.dim}; caps "
+    print(f"encoder {spec0.model['name']} layers={list(spec0.layers)} combine={spec0.layer_combine} "
+          f"pooling={spec0.pooling} dim={spec0.dim}; caps "
           f"train/val/test {args.train_cap}/{args.val_cap}/{args.test_cap}; test accuracy in %")
     print("| task | train | test | classes | ref LR fp32 | ours fp32 | ours binary zero | ours binary calibrated |")
     print("|---|---|---|---|---|---|---|---|")

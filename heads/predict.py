@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from encoder.quantize import codes_from_column
 
@@ -47,23 +48,21 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
     codes = codes_from_column(batch.column("embedding").to_pylist(), scorer.spec.n_bytes)
     arrays: list[pa.Array] = [batch.column("id").cast(schema.field("id").type)]
     for h, logits in zip(scorer.heads, scorer.logits(codes)):
-        labels = np.asarray(h.labels, dtype=object)
+        labels = pa.array(h.labels, pa.string())
         if h.task.kind == "multilabel":
             p = _sigmoid(logits).astype(np.float32)
             on = p >= np.asarray(h.thresholds if h.thresholds is not None else [0.5] * p.shape[1], np.float32)
             offsets = np.concatenate([[0], np.cumsum(on.sum(axis=1))]).astype(np.int32)
-            names = pa.array(np.broadcast_to(labels, p.shape)[on].tolist(), pa.string())
+            names = pc.take(labels, pa.array(np.nonzero(on)[1]))
             arrays.append(pa.ListArray.from_arrays(pa.array(offsets), names))
             arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), p.shape[1]).cast(
                 pa.list_(pa.float32())))
         elif h.task.kind == "binary":
             p1 = _sigmoid(logits[:, 0])
             pred = (p1 >= 0.5).astype(np.int64)
-            arrays += [pa.array(labels[pred].tolist(), pa.string()),
-                       pa.array(np.where(pred == 1, p1, 1 - p1).astype(np.float32))]
+            arrays += [pc.take(labels, pa.array(pred)), pa.array(np.where(pred == 1, p1, 1 - p1).astype(np.float32))]
         else:
             p = _softmax(logits)
             pred = p.argmax(axis=1)
-            arrays += [pa.array(labels[pred].tolist(), pa.string()),
-                       pa.array(p[np.arange(len(pred)), pred].astype(np.float32))]
+            arrays += [pc.take(labels, pa.array(pred)), pa.array(p[np.arange(len(pred)), pred].astype(np.float32))]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -36,7 +36,14 @@ class Scores:
 
 
 class FusedScorer:
-    """All heads of one feature spec, stacked for a single matrix product per batch."""
+    """All heads of one feature spec, stacked so a chunk of rows costs one product for every linear head and, when
+    there are MLP heads, one for all their hidden layers and one block-diagonal product for all their outputs.
+
+    Output columns: every linear head's logits first (in head order), then every MLP head's; ``out_slices[i]`` says
+    where head i's are. Products write straight into the output array, so nothing is gathered or copied per head.
+    """
+
+    CHUNK_ROWS = 8192  # measured best on 2 cores (bench/heads.py): the decoded chunk stays in cache
 
     def __init__(self, heads: Sequence[TrainedHead], spec: FeatureSpec):
         for h in heads:
@@ -45,47 +52,68 @@ class FusedScorer:
             if h.module.dim != spec.dim:
                 raise ValueError(f"head {h.task.name!r} expects {h.module.dim} features; the spec has {spec.dim}")
         self.heads, self.spec = list(heads), spec
-        weights, biases, self.slices = [], [], []
-        start = 0
-        for h in self.heads:
-            first = h.module.first if h.module.hidden else h.module.out
-            weights.append(first.weight.detach().float())
-            biases.append(first.bias.detach().float())
-            self.slices.append((start, start + first.weight.shape[0]))
-            start += first.weight.shape[0]
-        self.w = torch.cat(weights, 0).T.contiguous()    # (d, total)
-        self.b = torch.cat(biases, 0)                    # (total,)
+        linear = [h for h in self.heads if not h.module.hidden]
+        mlps = [h for h in self.heads if h.module.hidden]
+        self.n_lin = sum(h.module.n_outputs for h in linear)
+        self.n_out = self.n_lin + sum(h.module.n_outputs for h in mlps)
+        slices, col = {}, 0
+        for h in linear + mlps:
+            slices[id(h)] = (col, col + h.module.n_outputs)
+            col += h.module.n_outputs
+        self.out_slices = [slices[id(h)] for h in self.heads]
         self.bits = spec.quantization == "binary" and spec.dim == spec.n_bytes * 8
-        if self.bits:                                    # fold x = 2*bits - 1 into the weights
-            self.w01 = (2 * self.w).contiguous()
-            self.b01 = self.b - self.w.sum(0)
-            self._shifts = torch.arange(7, -1, -1, dtype=torch.uint8)
+        self._shifts = torch.arange(7, -1, -1, dtype=torch.uint8)
+        self.lin = self._stack([h.module.out for h in linear]) if linear else None
+        self.hid = self._stack([h.module.first for h in mlps]) if mlps else None
+        if mlps:  # every MLP output layer as one block-diagonal (hidden total x outputs total) matrix
+            n_hid = sum(h.module.hidden for h in mlps)
+            n_mo = self.n_out - self.n_lin
+            self.w2, self.b2 = torch.zeros(n_hid, n_mo), torch.zeros(n_mo)
+            r = c = 0
+            for h in mlps:
+                k, w = h.module.n_outputs, h.module.hidden
+                self.w2[r:r + w, c:c + k] = h.module.out.weight.detach().float().T
+                self.b2[c:c + k] = h.module.out.bias.detach().float()
+                r, c = r + w, c + k
 
-    CHUNK_ROWS = 8192  # measured best on 2 cores (bench/heads.py): the decoded chunk stays in cache
+    def _stack(self, layers: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack first layers into (d, total) weights + bias; for bit inputs fold x = 2*bits - 1 into them:
+        x.W + b = bits.(2W) + (b - sum W)."""
+        w = torch.cat([lin.weight.detach().float() for lin in layers], 0).T.contiguous()
+        b = torch.cat([lin.bias.detach().float() for lin in layers], 0)
+        return ((2 * w).contiguous(), b - w.sum(0)) if self.bits else (w, b)
 
-    def _first_layers(self, codes: np.ndarray) -> torch.Tensor:
-        """uint8[n, n_bytes] -> float32[n, total]: every head's first layer at once."""
+    def _inputs(self, codes: np.ndarray) -> torch.Tensor:
+        """uint8[n, n_bytes] -> float32[n, d]: bits (0/1, the weights absorb the sign map) or decoded values."""
         if self.bits:
             c = torch.from_numpy(codes)
-            x = ((c.unsqueeze(-1) >> self._shifts) & 1).reshape(c.shape[0], self.spec.dim).float()
-            return torch.addmm(self.b01, x, self.w01)
-        return torch.addmm(self.b, torch.from_numpy(decode_fast(codes, self.spec)), self.w)
+            return ((c.unsqueeze(-1) >> self._shifts) & 1).reshape(c.shape[0], self.spec.dim).float()
+        return torch.from_numpy(decode_fast(codes, self.spec))
 
     @torch.inference_mode()
-    def logits(self, codes: np.ndarray) -> list[np.ndarray]:
-        """uint8[n, n_bytes] -> per head logits float32[n, k]."""
+    def logits_array(self, codes: np.ndarray) -> np.ndarray:
+        """uint8[n, n_bytes] -> float32[n, total outputs]; head i owns columns ``out_slices[i]``."""
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         if not codes.flags.writeable:  # e.g. np.frombuffer over Arrow memory; torch wants writable arrays
             codes = codes.copy()
-        parts: list[list[np.ndarray]] = [[] for _ in self.heads]
-        for start in range(0, max(len(codes), 1), self.CHUNK_ROWS):
-            z = self._first_layers(codes[start:start + self.CHUNK_ROWS])
-            for i, (h, (s, e)) in enumerate(zip(self.heads, self.slices)):
-                part = z[:, s:e]
-                if h.module.hidden:
-                    part = h.module.out(torch.relu(part))
-                parts[i].append(part.numpy())
-        return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
+        out = torch.empty((len(codes), self.n_out), dtype=torch.float32)
+        for start in range(0, len(codes), self.CHUNK_ROWS):
+            x = self._inputs(codes[start:start + self.CHUNK_ROWS])
+            rows = out[start:start + x.shape[0]]
+            if self.lin is not None:
+                if self.hid is None:
+                    torch.addmm(self.lin[1], x, self.lin[0], out=rows)
+                else:
+                    rows[:, :self.n_lin] = torch.addmm(self.lin[1], x, self.lin[0])
+            if self.hid is not None:
+                hidden = torch.relu(torch.addmm(self.hid[1], x, self.hid[0]))
+                rows[:, self.n_lin:] = torch.addmm(self.b2, hidden, self.w2)
+        return out.numpy()
+
+    def logits(self, codes: np.ndarray) -> list[np.ndarray]:
+        """uint8[n, n_bytes] -> per head logits float32[n, k] (views into one array)."""
+        arr = self.logits_array(codes)
+        return [arr[:, s:e] for s, e in self.out_slices]
 
 
 def score_one_by_one(heads: Sequence[TrainedHead], spec: FeatureSpec, codes: np.ndarray) -> list[np.ndarray]:
