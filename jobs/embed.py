@@ -84,9 +84,9 @@ def make_spec(cfg: EmbedConfig, valid_df, loaded) -> FeatureSpec:
     if cfg.encoder.thresholds_from:
         stored = FeatureSpec.load(cfg.encoder.thresholds_from)
         extractor.check_spec(stored)
-        if (stored.quantization, stored.threshold_mode if q == "binary" else "zero") != (q, mode if q == "binary" else "zero"):
-            raise ConfigError("config", "encoder.thresholds_from", f"spec uses {stored.quantization}/"
-                              f"{stored.threshold_mode}; this run asks for {q}/{mode}")
+        if stored.quantization != q or (q == "binary" and stored.threshold_mode != mode):
+            raise ConfigError(cfg.encoder.thresholds_from, "encoder.thresholds_from", f"holds a "
+                              f"{stored.quantization}/{stored.threshold_mode} spec; this run asks for {q}/{mode}")
         return stored
     if not cfg.encoder.needs_calibration:
         return extractor.make_spec(q, mode)
@@ -105,13 +105,11 @@ def run(cfg: EmbedConfig) -> dict:
     loaded = _driver_encoder(cfg.encoder.model)  # fails fast on a bad model, before Spark starts
     spark = spark_session(cfg.spark, "embed")
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import to_arrow_type
 
     # Marked once (the duplicate check is a shuffle) and reused by calibration, encoding, quarantine and counts.
     df = read_input(spark, cfg.input).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return _run(cfg, spark, df, loaded, t0, F, to_arrow_type)
+        return _run(cfg, spark, df, loaded, t0)
     finally:
         df.unpersist()
 
@@ -122,7 +120,11 @@ def _driver_encoder(model: str):
     return load_encoder(model, device="cpu", threads=0)
 
 
-def _run(cfg: EmbedConfig, spark, df, loaded, t0: float, F, to_arrow_type) -> dict:
+def _run(cfg: EmbedConfig, spark, df, loaded, t0: float) -> dict:
+    """Everything after reading: spec, encode, quarantine, checks, manifest, publish."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_type
+
     run_id, staging = publish.begin_run(cfg.output.path)
     logger.info("run %s staging in %s", run_id, staging)
     valid = df.where(F.col("_reason").isNull())

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from encoder.config import ConfigError
 from encoder.quantize import unpack_signs
 from encoder.schema import QUARANTINE_REASONS
 from encoder.spec import FeatureSpec
@@ -205,3 +206,8 @@ def test_calibrated_thresholds_are_stored_and_reused(spark, tmp_path, sample_sli
                   f"encoder.thresholds_from={saved}")
     m2 = embed.run(cfg2)
     assert m2["feature_spec"]["fingerprint"] == m1["feature_spec"]["fingerprint"]
+    zero = tmp_path / "zero_spec"
+    spec.replace(threshold_mode="zero", thresholds=None).save(zero)
+    with pytest.raises(ConfigError, match=r"encoder\.thresholds_from holds a binary/zero spec"):
+        embed.run(config(tmp_path / "mixed", sample_slice, "parquet", "encoder.thresholds=calibrated",
+                         f"encoder.thresholds_from={zero}"))
