@@ -43,7 +43,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests -m "not e2e"
 
 bench: $(STAMP)
-	$(BIN)/python bench/encode.py
+	$(BIN)/python bench/encode.py --per-set 1000 --repeats 3
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/heads_accuracy.py
 
