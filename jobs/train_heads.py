@@ -119,7 +119,16 @@ def prepare(spark, cfg: TrainHeadsConfig, staging: Path) -> dict:
     if dups:
         raise InputError(f"label table {cfg.labels.path!r} has {dups} null or repeated ids; labels must be one row "
                          "per id")
-    joined = emb.join(lab, "id", "full_outer")
+    joined = emb.join(lab, "id", "full_outer").persist()  # counted, then written: join once
+    try:
+        return _write_joined(joined, cfg, staging, label_cols)
+    finally:
+        joined.unpersist()
+
+
+def _write_joined(joined, cfg: TrainHeadsConfig, staging: Path, label_cols: list[str]) -> dict:
+    from pyspark.sql import functions as F
+
     split = F.col("_split")
     use = F.col("_e") & F.col("_l") & (split.isNull() | split.isin(TRAIN, VALIDATION))
     counts = joined.agg(
