@@ -7,6 +7,7 @@ petastorm stays at 0.12.1: 0.13.1's thread pool silently loses rows (../shared/S
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -94,13 +95,19 @@ def petastorm_source(path: str | Path, spec: FeatureSpec, label_columns: Sequenc
                               removed_fields=["embedding"])
 
     def chunks() -> Iterator[Chunk]:
-        with make_batch_reader(url, schema_fields=fields, transform_spec=transform, num_epochs=1,
-                               shuffle_row_groups=False, reader_pool_type="dummy") as reader:
-            for b in reader:
-                d = b._asdict()
-                yield Chunk(np.asarray(d["id"]), np.asarray(d["x"], dtype=np.float32),
-                            {c: clean_labels(d[c]) for c in label_columns},
-                            validation_flags(d["id"], d[split_column] if split_column else None, val_percent))
+        with warnings.catch_warnings():
+            # petastorm 0.12.1 calls pyarrow 14's deprecated legacy-dataset API (../shared/STACK.md, P12): hundreds
+            # of FutureWarnings per epoch that say nothing about our data.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\.|$)")
+            reader = make_batch_reader(url, schema_fields=fields, transform_spec=transform, num_epochs=1,
+                                       shuffle_row_groups=False, reader_pool_type="dummy")  # one thread, in order
+            with reader:
+                for b in reader:
+                    d = b._asdict()
+                    yield Chunk(np.asarray(d["id"]), np.asarray(d["x"], dtype=np.float32),
+                                {c: clean_labels(d[c]) for c in label_columns},
+                                validation_flags(d["id"], d[split_column] if split_column else None, val_percent))
     return chunks
 
 
