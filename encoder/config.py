@@ -5,6 +5,7 @@ wrong type with an error that names the file, the dotted key, the value found an
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -47,7 +48,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML, so numbers and lists work) to a nested mapping."""
-    out = _deep_copy(data)
+    out = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(source, item, "must look like key.path=value")
@@ -65,14 +66,6 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
             node = nxt
         node[parts[-1]] = value
     return out
-
-
-def _deep_copy(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deep_copy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deep_copy(v) for v in d]
-    return d
 
 
 def build(cls: type[T], data: Mapping[str, Any] | None, source: str, prefix: str = "") -> T:

@@ -60,9 +60,8 @@ def load_head(folder: str | Path, spec: FeatureSpec | None = None) -> TrainedHea
     module = Head(h["dim"], h["n_outputs"], h["hidden"])
     module.load_state_dict(load_file(str(folder / WEIGHTS)))
     module.eval()
-    head = TrainedHead(task, module, list(meta["labels"]), meta.get("metrics", {}), meta.get("thresholds"))
-    head.spec_fingerprint = meta["feature_spec_fingerprint"]  # type: ignore[attr-defined]
-    return head
+    return TrainedHead(task, module, list(meta["labels"]), meta.get("metrics", {}), meta.get("thresholds"),
+                       meta["feature_spec_fingerprint"])
 
 
 def load_heads(folder: str | Path, spec: FeatureSpec | None = None) -> list[TrainedHead]:

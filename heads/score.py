@@ -7,7 +7,6 @@ so the bits go straight from the bytes into the product (torch shifts, multi-thr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -16,23 +15,6 @@ import torch
 from encoder.spec import FeatureSpec, require_same_spec
 
 from .train import TrainedHead
-
-# float32 lookup: byte value -> its 8 bits as +1/-1, most significant bit first (the quantizer's 'big' bit order)
-_SIGN_LUT = (np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32) * 2 - 1)
-
-
-def decode_fast(codes: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """Same result as ``spec.decode`` (tested); binary codes go through a byte lookup table in one pass."""
-    if spec.quantization == "binary" and spec.dim == codes.shape[1] * 8:
-        return _SIGN_LUT[codes].reshape(codes.shape[0], spec.dim)
-    return spec.decode(codes)
-
-
-@dataclass
-class Scores:
-    """Per task, in the heads' order: logits float32[n, k]."""
-
-    logits: list[np.ndarray]
 
 
 class FusedScorer:
@@ -47,8 +29,8 @@ class FusedScorer:
 
     def __init__(self, heads: Sequence[TrainedHead], spec: FeatureSpec):
         for h in heads:
-            fp = getattr(h, "spec_fingerprint", spec.fingerprint)
-            require_same_spec(spec.fingerprint, fp, f"head {h.task.name!r}")
+            if h.spec_fingerprint is not None:
+                require_same_spec(spec.fingerprint, h.spec_fingerprint, f"head {h.task.name!r}")
             if h.module.dim != spec.dim:
                 raise ValueError(f"head {h.task.name!r} expects {h.module.dim} features; the spec has {spec.dim}")
         self.heads, self.spec = list(heads), spec
@@ -88,7 +70,7 @@ class FusedScorer:
         if self.bits:
             c = torch.from_numpy(codes)
             return ((c.unsqueeze(-1) >> self._shifts) & 1).reshape(c.shape[0], self.spec.dim).float()
-        return torch.from_numpy(decode_fast(codes, self.spec))
+        return torch.from_numpy(self.spec.decode(codes))
 
     @torch.inference_mode()
     def logits_array(self, codes: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ class TrainedHead:
     labels: list[str]
     metrics: dict = field(default_factory=dict)
     thresholds: list[float] | None = None   # multilabel: per-label probability thresholds (None = 0.5 each)
+    spec_fingerprint: str | None = None     # the feature spec a saved head was trained on (None: just trained)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -56,11 +56,11 @@ def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     return _mark_faults(df)
 
 
-def _require_columns(df: DataFrame, cfg: InputConfig, what: str) -> None:
+def _require_columns(columns: list[str], cfg: InputConfig, what: str) -> None:
     wanted = [cfg.id_column, cfg.text_column, *cfg.passthrough]
-    missing = [c for c in wanted if c not in df.columns]
+    missing = [c for c in wanted if c not in columns]
     if missing:
-        raise InputError(f"{what} {cfg.path!r} has no column(s) {missing}; it has {sorted(df.columns)} "
+        raise InputError(f"{what} {cfg.path!r} has no column(s) {missing}; it has {sorted(columns)} "
                          "(set input.id_column / input.text_column / input.passthrough)")
 
 
@@ -85,7 +85,7 @@ def _read_parquet(spark: SparkSession, cfg: InputConfig) -> DataFrame:
         df = spark.read.parquet(to_uri(cfg.path))
     except Exception as exc:  # AnalysisException and friends: say what could not be read
         raise InputError(f"input.path {cfg.path!r} could not be read as Parquet: {str(exc).splitlines()[0]}") from None
-    _require_columns(df, cfg, "Parquet input")
+    _require_columns(df.columns, cfg, "Parquet input")
     _check_types(df, cfg)
     return _normalise(df, cfg, F.lit(None), F.lit(None))
 
@@ -95,8 +95,7 @@ def _read_csv(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     opts = {"header": "true", "sep": sep, "escape": '"', "mode": "PERMISSIVE",
             "columnNameOfCorruptRecord": "_corrupt_record"}
     header = spark.read.options(**opts).csv(to_uri(cfg.path)).columns  # header only; every column is a string
-    _require_columns(spark.createDataFrame([], T.StructType([T.StructField(c, T.StringType()) for c in header])),
-                     cfg, cfg.format.upper())
+    _require_columns(header, cfg, cfg.format.upper())
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header] +
                           [T.StructField("_corrupt_record", T.StringType())])
     df = spark.read.options(**opts).schema(schema).csv(to_uri(cfg.path))
@@ -110,8 +109,7 @@ def _read_jsonl(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     raw = spark.read.text(to_uri(cfg.path)).where(F.trim(F.col("value")) != "")
     inferred = spark.read.json(to_uri(cfg.path)).schema
     fields = {f.name: f for f in inferred.fields if f.name != "_corrupt_record"}
-    probe = spark.createDataFrame([], T.StructType(list(fields.values())))
-    _require_columns(probe, cfg, "JSONL input")
+    _require_columns(list(fields), cfg, "JSONL input")
     fields[cfg.text_column] = T.StructField(cfg.text_column, T.StringType())
     if not isinstance(fields[cfg.id_column].dataType, ID_SPARK_TYPES):
         raise InputError(f"input.id_column {cfg.id_column!r} has JSON type "

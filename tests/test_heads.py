@@ -11,7 +11,7 @@ from encoder.spec import FeatureSpec, SpecMismatchError
 from heads.data import Chunk, arrow_source, petastorm_source
 from heads.io import load_head, load_heads, save_head
 from heads.predict import predict_batch, predictions_schema
-from heads.score import FusedScorer, decode_fast, score_one_by_one
+from heads.score import FusedScorer, score_one_by_one
 from heads.tasks import TaskConfig
 from heads.train import TrainConfig, train_heads
 
@@ -134,12 +134,6 @@ def test_fused_scoring_equals_one_by_one(trained, q):
     single = score_one_by_one(trained, s, codes)
     for f, o in zip(fused, single):
         np.testing.assert_allclose(f, o, rtol=1e-5, atol=1e-5)
-
-
-def test_decode_fast_matches_spec_decode():
-    s = spec()
-    codes = np.random.default_rng(2).integers(0, 256, size=(100, DIM // 8), dtype=np.uint8)
-    np.testing.assert_array_equal(decode_fast(codes, s), s.decode(codes))
 
 
 def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
