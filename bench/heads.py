@@ -32,7 +32,8 @@ from heads.modules import Head  # noqa: E402
 from heads.predict import predict_batch, predictions_schema  # noqa: E402
 from heads.score import FusedScorer, score_one_by_one  # noqa: E402
 from heads.tasks import TaskConfig  # noqa: E402
-from heads.train import TrainConfig, TrainedHead, train_heads  # noqa: E402
+from heads.fitted import FittedHead  # noqa: E402
+from heads.train import TrainConfig, train_heads  # noqa: E402
 
 
 
@@ -45,7 +46,7 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def make_heads(n: int, dim: int, mix: str, seed: int = 0) -> list[TrainedHead]:
+def make_heads(n: int, dim: int, mix: str, seed: int = 0) -> list[FittedHead]:
     """binary: n binary linear heads; mixed: 70% binary + 30% 4-class linear; mlp: as mixed but every tenth head a
     32-unit MLP (random weights: this measures speed only)."""
     torch.manual_seed(seed)
@@ -59,7 +60,7 @@ def make_heads(n: int, dim: int, mix: str, seed: int = 0) -> list[TrainedHead]:
         else:
             task, k, hidden = TaskConfig(f"p{i}", "binary", (f"c{i}",), head="mlp", hidden=32), 1, 32
         labels = [str(j) for j in range(max(k, 2))]
-        out.append(TrainedHead(task, Head(dim, k, hidden).eval(), labels))
+        out.append(FittedHead(task, Head(dim, k, hidden).eval(), labels))
     return out
 
 
@@ -113,8 +114,10 @@ def score_bench(args, spec, stored, table, heads, read_s) -> None:
 
 def train_bench(args) -> None:
     from encoder.model import load_encoder
-    from encoder.settings import EncoderConfig
-    from heads.data import arrow_source
+    from encoder.build_spec import build_spec
+    from encoder.encode import FeatureExtractor
+    from encoder.encoder_config import EncoderConfig
+    from heads.data import SplitRule, arrow_source
 
     src = require_data() / "goemotions"
     cols = pq.read_schema(src / "train.parquet").names[2:]
@@ -122,8 +125,8 @@ def train_bench(args) -> None:
     tr = pq.read_table(src / "train.parquet").slice(0, n_train)
     va = pq.read_table(src / "validation.parquet").slice(0, max(n_train // 8, 500))
     cfg = EncoderConfig()
-    fx = cfg.extractor(load_encoder(cfg.model, threads=os.cpu_count() or 1))
-    spec = fx.make_spec("binary")
+    fx = FeatureExtractor(load_encoder(cfg.model, threads=os.cpu_count() or 1), cfg)
+    spec = build_spec(cfg, fx)
     t = time.perf_counter()
     parts = []
     for tbl, split in ((tr, "train"), (va, "validation")):
@@ -138,12 +141,12 @@ def train_bench(args) -> None:
         pq.write_table(pa.concat_tables(parts), path, row_group_size=8192)
         tasks = [TaskConfig(c, "binary", (c,)) for c in cols]
         tc = TrainConfig(epochs=10, patience=3)
-        source = arrow_source(path, spec, cols, "split")
+        source = arrow_source(path, spec, cols, SplitRule("split"))
         t = time.perf_counter()
         together = train_heads(source, tasks, spec.dim, tc)
         one_pass = time.perf_counter() - t
         t = time.perf_counter()
-        separate = [train_heads(arrow_source(path, spec, [task.columns[0]], "split"), [task], spec.dim, tc)[0]
+        separate = [train_heads(arrow_source(path, spec, [task.columns[0]], SplitRule("split")), [task], spec.dim, tc)[0]
                     for task in tasks]
         sep_s = time.perf_counter() - t
     same = sum(torch.equal(a.module.out.weight, b.module.out.weight) for a, b in zip(together, separate))

@@ -79,7 +79,9 @@ def main() -> None:
 
     from encoder.model import load_encoder
     from encoder.quantize import calibrate_thresholds
-    from encoder.settings import EncoderConfig
+    from encoder.build_spec import build_spec
+    from encoder.encode import FeatureExtractor
+    from encoder.encoder_config import EncoderConfig
     from heads.data import Chunk
     from heads.tasks import TaskConfig
     from heads.train import TrainConfig, train_heads
@@ -87,8 +89,8 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     overrides = {k: v for k, v in (("layers", args.layers), ("layer_combine", args.combine)) if v is not None}
     cfg = EncoderConfig(**overrides)
-    fx = cfg.extractor(load_encoder(cfg.model, threads=os.cpu_count() or 1))
-    spec0 = fx.make_spec("binary")
+    fx = FeatureExtractor(load_encoder(cfg.model, threads=os.cpu_count() or 1), cfg)
+    spec0 = build_spec(cfg, fx)
     caps = {"train": args.train_cap, "validation": args.val_cap, "test": args.test_cap}
     tasks = args.tasks or [f"senteval/{t}" for t in SENTEVAL] + [f"tweeteval/{t}" for t in TWEETEVAL]
     print(f"encoder {spec0.model['name']} layers={list(spec0.layers)} combine={spec0.layer_combine} "

@@ -2,6 +2,8 @@
 
 A plain torch/numpy/pyarrow library: it never imports pyspark, so it runs and tests anywhere.
 """
-from .spec import FeatureSpec, SpecMismatchError  # noqa: F401
+from .spec import FeatureSpec, SpecMismatchError
+
+__all__ = ["FeatureSpec", "SpecMismatchError"]
 
 __version__ = "0.1.0"

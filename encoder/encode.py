@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from .batching import plan_batches, restore_order, unique_texts
+from .encoder_config import EncoderConfig
 from .model import LoadedEncoder
-from .pooling import LayerCombine, Pooling, feature_dim, pool_layers, resolve_layers
-from .quantize import ThresholdMode, Quantization, calibrate_scales, calibrate_thresholds
-from .spec import FeatureSpec, SpecMismatchError
+from .pooling import feature_dim, pool_layers, resolve_layers
+from .spec import FeatureSpec
+from .typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
-
-AUTOCASTS: tuple[str, ...] = ("none", "fp16", "bf16")
-Autocast = Literal["none", "fp16", "bf16"]
-
 
 @dataclass(frozen=True)
 class Features:
@@ -43,26 +40,36 @@ class Codes:
 
 
 class FeatureExtractor:
-    """Runs the encoder and pools features as configured (the part of a spec that needs the model)."""
+    """Runs the encoder and pools features as ``cfg`` says (the part of a spec that needs the model).
 
-    def __init__(self, loaded: LoadedEncoder, layers: str | Sequence[int] = "last", pooling: Pooling = "mean",
-                 layer_combine: LayerCombine = "concat", normalize: bool = True, max_length: int = 256,
-                 token_budget: int = 8192, max_batch_rows: int = 512, autocast: Autocast = "none"):
-        model_max = int(getattr(loaded.model.config, "max_position_embeddings", max_length))
-        if not 2 < max_length <= model_max:
-            raise ValueError(f"max_length = {max_length}; this model allows 3..{model_max}")
-        if autocast not in AUTOCASTS:
-            raise ValueError(f"autocast = {autocast!r}; expected one of {', '.join(map(repr, AUTOCASTS))}")
-        self.loaded = loaded
-        self.layers = resolve_layers(layers, loaded.num_layers)
-        self.pooling = pooling
-        self.layer_combine = layer_combine
-        self.normalize = normalize
-        self.max_length = max_length
-        self.token_budget = token_budget
-        self.max_batch_rows = max_batch_rows
-        self.autocast = autocast if loaded.device.startswith("cuda") else "none"
-        self.dim = feature_dim(loaded.hidden_size, len(self.layers), layer_combine)
+    Built from the one ``EncoderConfig`` (one set of defaults). Settings the model cannot honour (a layer it does not
+    have, a max_length beyond its positions) raise ConfigError naming the key, so a job fails before Spark starts.
+    """
+
+    def __init__(self, loaded: LoadedEncoder, cfg: EncoderConfig = EncoderConfig()):
+        source = f"model {loaded.fingerprint['name']}"
+        model_max = int(getattr(loaded.model.config, "max_position_embeddings", cfg.max_length))
+        if not 2 < cfg.max_length <= model_max:
+            raise ConfigError(source, "encoder.max_length", f"= {cfg.max_length}; this model allows 3..{model_max}")
+        try:
+            self.layers = resolve_layers(cfg.layers, loaded.num_layers)
+        except ValueError as exc:
+            shown = list(cfg.layers) if isinstance(cfg.layers, tuple) else cfg.layers
+            raise ConfigError(source, "encoder.layers", f"= {shown!r}: {exc}") from None
+        on_gpu = loaded.device.startswith("cuda")
+        self.loaded, self.cfg = loaded, cfg
+        self.pooling, self.layer_combine, self.normalize = cfg.pooling, cfg.layer_combine, cfg.normalize
+        self.max_length = cfg.max_length
+        self.token_budget = cfg.gpu_token_budget if on_gpu else cfg.token_budget
+        self.max_batch_rows = cfg.max_batch_rows * (8 if on_gpu else 1)
+        self.autocast = cfg.autocast if on_gpu else "none"
+        self.dim = feature_dim(loaded.hidden_size, len(self.layers), cfg.layer_combine)
+
+    def features_spec(self) -> dict:
+        """The feature part of a spec this extractor reproduces (see ``FeatureSpec.features``)."""
+        return {"model": dict(sorted(self.loaded.fingerprint.items())), "layers": list(self.layers),
+                "layer_combine": self.layer_combine, "pooling": self.pooling, "normalize": self.normalize,
+                "max_length": self.max_length, "dim": self.dim}
 
     # -- tokenization -----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
@@ -112,33 +119,9 @@ class FeatureExtractor:
         values = restore_order(parts, batches, len(uniq))
         return Features(values[inverse], counts[inverse], counts[inverse] > self.max_length)
 
-    # -- specs ------------------------------------------------------------------------------------------------
-    def make_spec(self, quantization: Quantization, threshold_mode: ThresholdMode = "zero",
-                  calibration: np.ndarray | None = None) -> FeatureSpec:
-        """Freeze this extractor's settings into a spec; calibrated thresholds / int8 scales need a sample."""
-        thresholds = scales = None
-        mode: str = threshold_mode if quantization == "binary" else "zero"
-        needs_sample = (quantization == "binary" and mode == "calibrated") or quantization == "int8"
-        if needs_sample and calibration is None:
-            raise ValueError(f"quantization {quantization!r} with thresholds {mode!r} needs a calibration sample")
-        if quantization == "binary" and mode == "calibrated":
-            thresholds = calibrate_thresholds(calibration)  # type: ignore[arg-type]
-        if quantization == "int8":
-            scales = calibrate_scales(calibration)  # type: ignore[arg-type]
-        return FeatureSpec(model=dict(self.loaded.fingerprint), layers=self.layers, layer_combine=self.layer_combine,
-                           pooling=self.pooling, normalize=self.normalize, max_length=self.max_length,
-                           quantization=quantization, threshold_mode=mode, dim=self.dim, thresholds=thresholds,
-                           scales=scales)
-
     def check_spec(self, spec: FeatureSpec) -> None:
         """Refuse a spec this extractor would not reproduce (other model, layers, pooling, ...)."""
-        mine = self.make_spec("fp32").to_json_dict()
-        theirs = spec.to_json_dict()
-        keys = ("model", "layers", "layer_combine", "pooling", "normalize", "max_length", "dim")
-        diff = [k for k in keys if mine[k] != theirs[k]]
-        if diff:
-            detail = "; ".join(f"{k}: spec {theirs[k]!r}, here {mine[k]!r}" for k in diff)
-            raise SpecMismatchError(f"feature spec {spec.fingerprint[:16]}… does not match this encoder ({detail})")
+        spec.check_features(self.features_spec(), "this encoder")
 
     def encode(self, texts: Sequence[str], spec: FeatureSpec) -> Codes:
         """Texts -> stored codes under ``spec`` (checked against this extractor), in input order."""

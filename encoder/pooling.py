@@ -5,17 +5,18 @@ real (unpadded) positions, then the layers are concatenated or averaged, then op
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
 
-POOLING_MODES: tuple[str, ...] = ("cls", "mean", "max")
-LAYER_COMBINES: tuple[str, ...] = ("concat", "mean")
-LAYER_PRESETS: tuple[str, ...] = ("last", "last4", "all")
-
 Pooling = Literal["cls", "mean", "max"]
 LayerCombine = Literal["concat", "mean"]
+LayerPreset = Literal["last", "last4", "all"]
+
+POOLING_MODES: tuple[str, ...] = get_args(Pooling)
+LAYER_COMBINES: tuple[str, ...] = get_args(LayerCombine)
+LAYER_PRESETS: tuple[str, ...] = get_args(LayerPreset)
 
 
 def resolve_layers(layers: str | Sequence[int], num_layers: int) -> tuple[int, ...]:

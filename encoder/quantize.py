@@ -6,16 +6,17 @@ little accuracy. Decoding gives +1/-1, which is what heads are trained on.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
-
-QUANTIZATIONS: tuple[str, ...] = ("binary", "int8", "fp16", "fp32")
-THRESHOLD_MODES: tuple[str, ...] = ("zero", "calibrated")
-BITORDER = "big"
+import pyarrow as pa
 
 Quantization = Literal["binary", "int8", "fp16", "fp32"]
 ThresholdMode = Literal["zero", "calibrated"]
+
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
+BITORDER = "big"
 
 
 def code_bytes(dim: int, quantization: Quantization) -> int:
@@ -86,8 +87,17 @@ def dequantize(codes: np.ndarray, dim: int, quantization: Quantization, scales: 
     raise ValueError(f"quantization = {quantization!r}; expected one of {', '.join(map(repr, QUANTIZATIONS))}")
 
 
-def codes_from_column(values: list[bytes] | np.ndarray, n_bytes: int) -> np.ndarray:
-    """A binary Arrow/Parquet column (list of bytes) -> uint8[n, n_bytes]; a row of the wrong length is an error."""
+def codes_from_column(values: pa.Array | pa.ChunkedArray | list[bytes], n_bytes: int) -> np.ndarray:
+    """A binary Arrow column (or a list of bytes) -> uint8[n, n_bytes]; a row of the wrong length is an error.
+
+    An Arrow array is read zero-copy from its buffers when every row has ``n_bytes`` bytes (no Python object per
+    row): the stored table is read at memory speed. Nulls are an error, since every embedding row has a code.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        parts = [codes_from_column(c, n_bytes) for c in values.chunks]
+        return np.concatenate(parts) if parts else np.zeros((0, n_bytes), np.uint8)
+    if isinstance(values, pa.Array):
+        return _codes_from_arrow(values, n_bytes)
     n = len(values)
     buf = b"".join(values)
     if len(buf) != n * n_bytes:
@@ -95,3 +105,25 @@ def codes_from_column(values: list[bytes] | np.ndarray, n_bytes: int) -> np.ndar
         raise ValueError(f"embedding row {bad} has {len(values[bad]) if bad is not None else '?'} bytes; "
                          f"the feature spec says {n_bytes}")
     return np.frombuffer(buf, dtype=np.uint8).reshape(n, n_bytes)
+
+
+def _codes_from_arrow(arr: pa.Array, n_bytes: int) -> np.ndarray:
+    n = len(arr)
+    if arr.null_count:
+        raise ValueError(f"embedding column has {arr.null_count} null rows; every row needs a code")
+    if pa.types.is_fixed_size_binary(arr.type):
+        if arr.type.byte_width != n_bytes:
+            raise ValueError(f"embedding rows have {arr.type.byte_width} bytes; the feature spec says {n_bytes}")
+        data = arr.buffers()[1]
+        return np.frombuffer(data, np.uint8, n * n_bytes, arr.offset * n_bytes).reshape(n, n_bytes)
+    if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
+        raise ValueError(f"embedding column has type {arr.type}; expected binary")
+    off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], off_type, n + 1, arr.offset)
+    lengths = np.diff(offsets)
+    if n and (lengths != n_bytes).any():
+        bad = int(np.flatnonzero(lengths != n_bytes)[0])
+        raise ValueError(f"embedding row {bad} has {int(lengths[bad])} bytes; the feature spec says {n_bytes}")
+    if n == 0:
+        return np.zeros((0, n_bytes), np.uint8)
+    return np.frombuffer(arr.buffers()[2], np.uint8, n * n_bytes, int(offsets[0])).reshape(n, n_bytes)

@@ -4,25 +4,29 @@ Spark schemas are derived from these (``jobs/``), so the table layout is written
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import pyarrow as pa
 
 TABLE_FORMAT_VERSION = 1
 
-# Why a row was quarantined instead of encoded. One tuple: the job, the docs and the tests all read it.
-QUARANTINE_REASONS: tuple[str, ...] = (
-    "null_id",          # the id column is null
-    "duplicate_id",     # the id occurs more than once; every copy is held back, since none is known to be right
-    "null_text",        # the text column is null (or the field is absent in a JSONL record)
-    "empty_text",       # the text is empty or whitespace only
-    "text_not_string",  # JSONL: the text field holds a number, list, object or boolean
-    "malformed_record", # JSONL/CSV: the line could not be parsed into the declared columns
-)
+# Why a row was quarantined instead of encoded. One Literal: the job, the docs and the tests all read it.
+#   null_id           the id column is null
+#   duplicate_id      the id occurs more than once; every copy is held back, since none is known to be right
+#   null_text         the text column is null (or the field is absent in a JSONL record)
+#   empty_text        the text is empty or whitespace only
+#   text_not_string   JSONL: the text field holds a number, list, object or boolean
+#   malformed_record  JSONL/CSV: the line could not be parsed into the declared columns
+QuarantineReason = Literal["null_id", "duplicate_id", "null_text", "empty_text", "text_not_string",
+                           "malformed_record"]
+QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)
 
 ID_TYPES: tuple[pa.DataType, ...] = (pa.string(), pa.int64(), pa.int32())
 
 # Column names of the embedding table (before passthrough columns).
 ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED = "id", "embedding", "text_sha256", "n_tokens", "truncated"
 CORE_COLUMNS = (ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED)
+TEXT, REASON, SOURCE = "text", "reason", "source"          # quarantine table columns besides ID
 SPEC_METADATA_KEY = "feature_spec"  # field metadata on the embedding column: spec JSON + fingerprint
 
 
@@ -47,8 +51,8 @@ def embedding_schema(id_type: pa.DataType = pa.string(), passthrough: pa.Schema 
 def quarantine_schema() -> pa.Schema:
     """One row per held-back input row: the id and text as found (stringified), and why."""
     return pa.schema([
-        pa.field("id", pa.string(), nullable=True),
-        pa.field("text", pa.string(), nullable=True),
-        pa.field("reason", pa.string(), nullable=False),      # one of QUARANTINE_REASONS
-        pa.field("source", pa.string(), nullable=True),       # the raw record, for JSONL/CSV parse failures
+        pa.field(ID, pa.string(), nullable=True),
+        pa.field(TEXT, pa.string(), nullable=True),
+        pa.field(REASON, pa.string(), nullable=False),        # one of QUARANTINE_REASONS
+        pa.field(SOURCE, pa.string(), nullable=True),         # the raw record, for JSONL/CSV parse failures
     ])

@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .quantize import QUANTIZATIONS, THRESHOLD_MODES, code_bytes, dequantize, quantize
+from .artifacts import read_versioned_json
+from .quantize import BITORDER, QUANTIZATIONS, THRESHOLD_MODES, code_bytes, dequantize, quantize
 
 SPEC_FORMAT_VERSION = 1
 SPEC_JSON = "feature_spec.json"
@@ -27,21 +29,30 @@ class SpecMismatchError(ValueError):
     """Two artifacts were made with different feature specs and must not be mixed."""
 
 
+FEATURES = {"part": "features"}   # decided by the model and the extractor: a table and an encoder must agree on these
+CODES = {"part": "codes"}         # decided by the quantizer
+ARRAY = {"part": "array"}         # per-dimension arrays, stored in the safetensors file
+
+
 @dataclass(frozen=True, eq=False)
 class FeatureSpec:
-    """What a stored embedding means. Arrays are float32[dim] or None."""
+    """What a stored embedding means. Arrays are float32[dim] or None.
 
-    model: dict[str, str]            # {"name", "sha256"} from encoder.model.model_fingerprint
-    layers: tuple[int, ...]          # hidden-state indices, 0 = embedding output
-    layer_combine: str               # concat | mean
-    pooling: str                     # cls | mean | max
-    normalize: bool
-    max_length: int                  # tokens, special tokens included
-    quantization: str                # binary | int8 | fp16 | fp32
-    threshold_mode: str              # zero | calibrated (binary only; 'zero' otherwise)
-    dim: int                         # float feature width before quantization
-    thresholds: np.ndarray | None = field(default=None, repr=False)
-    scales: np.ndarray | None = field(default=None, repr=False)
+    The JSON keys, the fingerprint and the extractor comparison are all derived from these fields (their metadata
+    says which part each belongs to), so a new setting is added here once.
+    """
+
+    model: dict[str, str] = field(metadata=FEATURES)        # {"name", "sha256"} from encoder.model
+    layers: tuple[int, ...] = field(metadata=FEATURES)      # hidden-state indices, 0 = embedding output
+    layer_combine: str = field(metadata=FEATURES)           # concat | mean
+    pooling: str = field(metadata=FEATURES)                 # cls | mean | max
+    normalize: bool = field(metadata=FEATURES)
+    max_length: int = field(metadata=FEATURES)              # tokens, special tokens included
+    quantization: str = field(metadata=CODES)               # binary | int8 | fp16 | fp32
+    threshold_mode: str = field(metadata=CODES)             # zero | calibrated (binary only; 'zero' otherwise)
+    dim: int = field(metadata=FEATURES)                     # float feature width before quantization
+    thresholds: np.ndarray | None = field(default=None, repr=False, metadata=ARRAY)
+    scales: np.ndarray | None = field(default=None, repr=False, metadata=ARRAY)
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -52,7 +63,7 @@ class FeatureSpec:
             raise ValueError("a calibrated binary spec needs its thresholds")
         if self.quantization == "int8" and self.scales is None:
             raise ValueError("an int8 spec needs its per-dimension scales")
-        for name in ("thresholds", "scales"):
+        for name in array_fields():
             arr = getattr(self, name)
             if arr is not None and (arr.shape != (self.dim,) or arr.dtype != np.float32):
                 raise ValueError(f"{name} must be float32[{self.dim}], got {arr.dtype}{list(arr.shape)}")
@@ -63,28 +74,23 @@ class FeatureSpec:
         return code_bytes(self.dim, self.quantization)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The JSON part (no arrays) in a fixed key order."""
-        return {
-            "format_version": SPEC_FORMAT_VERSION,
-            "model": dict(sorted(self.model.items())),
-            "layers": list(self.layers),
-            "layer_combine": self.layer_combine,
-            "pooling": self.pooling,
-            "normalize": self.normalize,
-            "max_length": self.max_length,
-            "quantization": self.quantization,
-            "threshold_mode": self.threshold_mode,
-            "dim": self.dim,
-            "n_bytes": self.n_bytes,
-            "bitorder": "big",
-            "arrays": sorted(k for k in ("thresholds", "scales") if getattr(self, k) is not None),
-        }
+        """The JSON part (no arrays): every non-array field, plus the format version and derived facts."""
+        out: dict[str, Any] = {"format_version": SPEC_FORMAT_VERSION}
+        for f in dataclasses.fields(self):
+            if _part(f) != "array":
+                out[f.name] = _jsonable(getattr(self, f.name))
+        return out | {"n_bytes": self.n_bytes, "bitorder": BITORDER,
+                      "arrays": sorted(k for k in array_fields() if getattr(self, k) is not None)}
+
+    def features(self) -> dict[str, Any]:
+        """The part an extractor must reproduce (model, layers, pooling, ...), as JSON values."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if _part(f) == "features"}
 
     @property
     def fingerprint(self) -> str:
         """sha256 over the canonical JSON and the array bytes; changes when any part of the spec changes."""
         h = hashlib.sha256(json.dumps(self.to_json_dict(), sort_keys=True, separators=(",", ":")).encode())
-        for name in ("thresholds", "scales"):
+        for name in array_fields():
             arr = getattr(self, name)
             if arr is not None:
                 h.update(name.encode() + b"\0" + np.ascontiguousarray(arr, dtype="<f4").tobytes())
@@ -114,7 +120,7 @@ class FeatureSpec:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = self.to_json_dict() | {"fingerprint": self.fingerprint}
-        arrays = {k: getattr(self, k) for k in ("thresholds", "scales") if getattr(self, k) is not None}
+        arrays = {k: getattr(self, k) for k in array_fields() if getattr(self, k) is not None}
         if arrays:
             save_file(arrays, str(folder / SPEC_TENSORS), metadata={"fingerprint": self.fingerprint})
         (folder / SPEC_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -127,12 +133,7 @@ class FeatureSpec:
 
         p = Path(path)
         json_path = p / SPEC_JSON if p.is_dir() else p
-        if not json_path.is_file():
-            raise FileNotFoundError(f"no feature spec at {json_path}")
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-        if meta.get("format_version") != SPEC_FORMAT_VERSION:
-            raise ValueError(f"{json_path}: format_version = {meta.get('format_version')!r}; this code reads "
-                             f"{SPEC_FORMAT_VERSION}")
+        meta = read_versioned_json(json_path, SPEC_FORMAT_VERSION, "feature spec")
         arrays: dict[str, np.ndarray] = {}
         if meta.get("arrays"):
             arrays = load_file(str(json_path.parent / SPEC_TENSORS))
@@ -145,10 +146,48 @@ class FeatureSpec:
     @classmethod
     def from_json_dict(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> "FeatureSpec":
         arrays = arrays or {}
-        return cls(model=dict(meta["model"]), layers=tuple(meta["layers"]), layer_combine=meta["layer_combine"],
-                   pooling=meta["pooling"], normalize=bool(meta["normalize"]), max_length=int(meta["max_length"]),
-                   quantization=meta["quantization"], threshold_mode=meta["threshold_mode"], dim=int(meta["dim"]),
-                   thresholds=arrays.get("thresholds"), scales=arrays.get("scales"))
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if _part(f) == "array":
+                kwargs[f.name] = arrays.get(f.name)
+            else:
+                kwargs[f.name] = _from_json(hints[f.name], meta[f.name])
+        return cls(**kwargs)
+
+    def check_features(self, features: dict[str, Any], what: str) -> None:
+        """Refuse when ``features`` (what an extractor computes) differ from this spec's feature part."""
+        mine = self.features()
+        diff = [k for k in mine if mine[k] != features.get(k)]
+        if diff:
+            detail = "; ".join(f"{k}: spec {mine[k]!r}, {what} {features.get(k)!r}" for k in diff)
+            raise SpecMismatchError(f"feature spec {self.fingerprint[:16]}… does not match {what} ({detail})")
+
+
+def array_fields() -> tuple[str, ...]:
+    """Names of the per-dimension arrays (stored in the safetensors file)."""
+    return tuple(f.name for f in dataclasses.fields(FeatureSpec) if _part(f) == "array")
+
+
+def _part(f: dataclasses.Field) -> str:
+    return f.metadata.get("part", "")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, dict):
+        return dict(sorted(v.items()))
+    return v
+
+
+def _from_json(tp: Any, v: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return tuple(v)
+    if origin is dict:
+        return dict(v)
+    return {bool: bool, int: int, str: str}.get(tp, lambda x: x)(v)
 
 
 def require_same_spec(expected: str, found: str, what: str) -> None:

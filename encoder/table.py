@@ -1,8 +1,12 @@
-"""Pure functions between Arrow batches and the embedding table; no I/O beyond reading a table's metadata."""
+"""The embedding table: Arrow batches in and out, and opening a published table (spec, manifest, data files).
+
+Pure functions over batches, plus ``open_table``, which reads only metadata (footers and JSON), never the data.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +19,54 @@ from .schema import EMBEDDING, ID, SPEC_METADATA_KEY
 from .spec import FeatureSpec
 
 SPARK_ROW_METADATA = b"org.apache.spark.sql.parquet.row.metadata"
+EMBEDDINGS_DIR, MANIFEST = "embeddings", "manifest.json"
+
+
+class TableError(ValueError):
+    """A published table is not what it promises (a file of another spec, repeated ids, a missing part)."""
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """A published embed output: its root folder, feature spec, manifest and data files (in name order)."""
+
+    root: Path
+    spec: FeatureSpec
+    manifest: dict
+    files: tuple[Path, ...]
+
+    @property
+    def data(self) -> Path:
+        return self.root / EMBEDDINGS_DIR
+
+
+def open_table(folder: str | Path) -> PublishedTable:
+    """Open a published embedding folder: its spec, its manifest, and every data file checked to carry that spec.
+
+    A Parquet file copied in from a table of another spec (even one with the same byte width) is refused here, by
+    its footer's spec fingerprint, before any row is read.
+    """
+    root = Path(folder)
+    if not (root / EMBEDDINGS_DIR).is_dir():
+        raise TableError(f"embeddings = {str(folder)!r} is not a published embed output (no {EMBEDDINGS_DIR}/ folder)")
+    try:
+        spec = FeatureSpec.load(root)
+    except (OSError, ValueError) as exc:
+        raise TableError(f"{root}: {exc}") from None
+    manifest_path = root / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    files = tuple(sorted((root / EMBEDDINGS_DIR).glob("*.parquet")))
+    if not files:
+        raise TableError(f"{root / EMBEDDINGS_DIR} holds no Parquet files")
+    for f in files:
+        try:
+            found = spec_from_parquet(f).get("fingerprint")
+        except ValueError as exc:
+            raise TableError(str(exc)) from None
+        if found != spec.fingerprint:
+            raise TableError(f"{f} was written with feature spec {str(found)[:16]}…, but the table's spec is "
+                             f"{spec.fingerprint[:16]}…; a file of another table was copied in")
+    return PublishedTable(root, spec, manifest, files)
 
 
 def text_sha256(texts: Sequence[str]) -> list[str]:

@@ -14,7 +14,8 @@ import torch
 
 from encoder.spec import FeatureSpec, require_same_spec
 
-from .train import TrainedHead
+from .fitted import FittedHead
+from .inputs import head_inputs
 
 
 class FusedScorer:
@@ -27,7 +28,7 @@ class FusedScorer:
 
     CHUNK_ROWS = 8192  # measured best on 2 cores (bench/heads.py): the decoded chunk stays in cache
 
-    def __init__(self, heads: Sequence[TrainedHead], spec: FeatureSpec):
+    def __init__(self, heads: Sequence[FittedHead], spec: FeatureSpec):
         for h in heads:
             if h.spec_fingerprint is not None:
                 require_same_spec(spec.fingerprint, h.spec_fingerprint, f"head {h.task.name!r}")
@@ -70,7 +71,7 @@ class FusedScorer:
         if self.bits:
             c = torch.from_numpy(codes)
             return ((c.unsqueeze(-1) >> self._shifts) & 1).reshape(c.shape[0], self.spec.dim).float()
-        return torch.from_numpy(self.spec.decode(codes))
+        return torch.from_numpy(head_inputs(self.spec, codes))
 
     @torch.inference_mode()
     def logits_array(self, codes: np.ndarray) -> np.ndarray:
@@ -98,10 +99,6 @@ class FusedScorer:
         return [arr[:, s:e] for s, e in self.out_slices]
 
 
-def score_one_by_one(heads: Sequence[TrainedHead], spec: FeatureSpec, codes: np.ndarray) -> list[np.ndarray]:
+def score_one_by_one(heads: Sequence[FittedHead], spec: FeatureSpec, codes: np.ndarray) -> list[np.ndarray]:
     """The reference: decode and apply each head separately (what fused scoring must equal)."""
-    out = []
-    for h in heads:
-        with torch.inference_mode():
-            out.append(h.module(torch.from_numpy(spec.decode(codes))).numpy())
-    return out
+    return [h.logits(head_inputs(spec, codes)) for h in heads]

@@ -1,17 +1,24 @@
 """What a head predicts: a task's kind, its label column(s) and the names of its labels."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import fnmatch
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence, get_args
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 
-TASK_KINDS: tuple[str, ...] = ("multiclass", "binary", "multilabel")
-HEAD_KINDS: tuple[str, ...] = ("linear", "mlp")
 MISSING = -1  # label value meaning "no label for this task on this row"
 
 TaskKind = Literal["multiclass", "binary", "multilabel"]
 HeadKind = Literal["linear", "mlp"]
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
+HEAD_KINDS: tuple[str, ...] = get_args(HeadKind)
+
+
+class LabelError(ValueError):
+    """The label data does not fit the task (a value outside its classes, no labelled rows, a missing column)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,7 @@ class TaskConfig:
 
     multiclass/binary: ``columns`` holds one integer column (values 0..k-1, -1 or null = unlabelled);
     multilabel: one 0/1 column per label (one sigmoid each; -1 or null = that label unknown on that row).
+    A column may be a glob (``topics__*``): it stands for every matching column of the label table, in table order.
     """
 
     name: str
@@ -39,14 +47,17 @@ class TaskConfig:
                               "(it names a folder and columns)")
         if not self.columns:
             raise ConfigError(source, f"{prefix}columns", "is empty; name the label column(s)")
-        if self.kind != "multilabel" and len(self.columns) != 1:
-            raise ConfigError(source, f"{prefix}columns", f"has {len(self.columns)} columns; a {self.kind} task "
-                              "reads exactly one")
-        if self.kind == "multilabel" and self.labels and len(self.labels) != len(self.columns):
+        if self.kind != "multilabel" and (len(self.columns) != 1 or is_glob(self.columns[0])):
+            raise ConfigError(source, f"{prefix}columns", f"= {list(self.columns)}; a {self.kind} task reads "
+                              "exactly one column (globs are for multilabel tasks)")
+        if self.kind == "multilabel" and self.labels and len(self.labels) != len(self.columns) \
+                and not any(map(is_glob, self.columns)):
             raise ConfigError(source, f"{prefix}labels", f"has {len(self.labels)} names for "
                               f"{len(self.columns)} columns")
         if self.kind == "binary" and self.labels and len(self.labels) != 2:
             raise ConfigError(source, f"{prefix}labels", f"has {len(self.labels)} names; binary needs 2")
+        if len(set(self.labels)) != len(self.labels):
+            raise ConfigError(source, f"{prefix}labels", f"= {list(self.labels)} names a label twice")
         if self.hidden < 1:
             raise ConfigError(source, f"{prefix}hidden", f"= {self.hidden}; expected >= 1")
 
@@ -57,3 +68,30 @@ class TaskConfig:
         if self.kind == "binary":
             return 1
         return len(self.columns)
+
+
+def is_glob(column: str) -> bool:
+    return any(c in column for c in "*?[")
+
+
+def resolve_columns(task: TaskConfig, available: Sequence[str], where: str) -> TaskConfig:
+    """The task with its globs expanded against ``available`` (the label table's columns, in table order).
+
+    An unknown column or a glob that matches nothing is a LabelError listing the closest column names, not all of
+    them (a label table may hold hundreds).
+    """
+    out: list[str] = []
+    for col in task.columns:
+        if is_glob(col):
+            hits = [c for c in available if fnmatch.fnmatchcase(c, col)]
+        else:
+            hits = [col] if col in available else []
+        if not hits:
+            close = difflib.get_close_matches(col.replace("*", ""), list(available), n=5, cutoff=0.5)
+            hint = f"closest: {', '.join(close)}" if close else f"it has {len(available)} columns, none close"
+            raise LabelError(f"task {task.name!r}: {where} has no column matching {col!r} ({hint})")
+        out += [c for c in hits if c not in out]
+    resolved = dataclasses.replace(task, columns=tuple(out))
+    if task.kind == "multilabel" and task.labels and len(task.labels) != len(out):
+        raise LabelError(f"task {task.name!r}: {len(task.labels)} label names for {len(out)} columns {out[:5]}…")
+    return resolved

@@ -2,26 +2,28 @@
 
 Each chunk of codes is decoded once and every mini-batch feeds every head (``heads`` share the data pass, not
 parameters). Rows whose label is missing for a task are masked out of that task only. Early stopping per head on
-validation loss; deterministic for a given seed, data and thread count.
+validation loss; the final figures come from the test rows when the data has them, else from validation (and say
+so). Deterministic for a given seed, data and thread count.
 """
 from __future__ import annotations
 
 import copy
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 
-from .data import Chunk, ChunkSource
+from .data import TEST, VALIDATION, Chunk, ChunkSource
+from .fitted import FittedHead, threshold_rule
 from .metrics import multilabel_metrics, single_label_metrics
 from .modules import Head
-from .tasks import MISSING, TaskConfig
+from .tasks import MISSING, LabelError, TaskConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,30 +35,22 @@ class TrainConfig:
     epochs: int = 30               # upper bound; early stopping usually ends sooner
     patience: int = 3              # epochs without a better validation loss before a head stops
     batch_rows: int = 256
-    lr: float = 1e-3               # Adam
+    lr: float = 1e-3               # AdamW; inputs are on one scale for every quantization (heads/inputs.py)
     weight_decay: float = 1e-4     # L2, like the reference logistic regression's C=1 regularisation
     seed: int = 0
     buffer_rows: int = 200_000     # rows shuffled together; a table this small is shuffled as a whole
-    val_percent: int = 10          # hash split when the data has no split column
+    val_percent: int = 10          # hash split when the data has no split column or no validation rows
 
     def validate(self, source: str, prefix: str) -> None:
         for key in ("epochs", "patience", "batch_rows", "buffer_rows"):
             if getattr(self, key) < 1:
                 raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected >= 1")
+        for key in ("lr", "weight_decay"):
+            if getattr(self, key) < 0 or (key == "lr" and self.lr == 0):
+                raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected > 0"
+                                  if key == "lr" else f"= {self.weight_decay}; expected >= 0")
         if not 0 < self.val_percent < 100:
             raise ConfigError(source, f"{prefix}val_percent", f"= {self.val_percent}; expected 1..99")
-
-
-@dataclass
-class TrainedHead:
-    """A fitted head with everything needed to save, apply and report it."""
-
-    task: TaskConfig
-    module: Head
-    labels: list[str]
-    metrics: dict = field(default_factory=dict)
-    thresholds: list[float] | None = None   # multilabel: per-label probability thresholds (None = 0.5 each)
-    spec_fingerprint: str | None = None     # the feature spec a saved head was trained on (None: just trained)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -70,19 +64,22 @@ def _task_targets(task: TaskConfig, labels: dict[str, np.ndarray]) -> tuple[np.n
 
 
 class _Stats:
-    """First pass: label counts per task and the validation rows (kept decoded; validation sets are small)."""
+    """First pass: label checks and counts per task, and the validation and test rows (kept decoded; small)."""
 
     def __init__(self, tasks: Sequence[TaskConfig]):
         self.tasks = tasks
         self.counts: dict[str, np.ndarray] = {t.name: np.zeros(0, np.int64) for t in tasks}
         self.train_rows = {t.name: 0 for t in tasks}
+        self.first_id: dict[tuple[str, int], str] = {}   # (column, value) -> a row id holding it, for messages
         self.val_parts: list[Chunk] = []
+        self.test_parts: list[Chunk] = []
         self.rows = 0
 
     def add(self, chunk: Chunk) -> None:
         self.rows += len(chunk.ids)
-        train = ~chunk.is_val
+        train = ~chunk.is_val & ~chunk.is_test
         for t in self.tasks:
+            self._check(t, chunk)
             y, known = _task_targets(t, chunk.labels)
             if t.kind == "multilabel":
                 pos = ((y == 1) & known)[train].sum(axis=0)
@@ -92,9 +89,6 @@ class _Stats:
                 self.train_rows[t.name] += int(known[train].any(axis=1).sum())
             else:
                 vals = y[train & known]
-                if len(vals) and vals.min() < 0:
-                    raise ValueError(f"task {t.name!r}: label {vals.min()} in column {t.columns[0]!r}; labels are "
-                                     "0..k-1, or -1/null for missing")
                 c = np.bincount(vals, minlength=len(self.counts[t.name]))
                 old = self.counts[t.name]
                 if len(old) < len(c):
@@ -102,19 +96,47 @@ class _Stats:
                 self.counts[t.name] = old + c
                 self.train_rows[t.name] += int(len(vals))
         if chunk.is_val.any():
-            v = chunk.is_val
-            self.val_parts.append(Chunk(chunk.ids[v], chunk.x[v], {k: a[v] for k, a in chunk.labels.items()}, v[v]))
+            self.val_parts.append(chunk.rows(chunk.is_val))
+        if chunk.is_test.any():  # type: ignore[union-attr]
+            self.test_parts.append(chunk.rows(chunk.is_test))  # type: ignore[arg-type]
 
+    def _check(self, task: TaskConfig, chunk: Chunk) -> None:
+        """Every label value must be one of the task's classes (or -1/null); an error names column, value, row."""
+        for col in task.columns:
+            y = chunk.labels[col]
+            if task.kind == "multiclass":
+                top = len(task.labels) if task.labels else None
+                bad = (y < MISSING) | ((y >= top) if top is not None else False)
+            else:
+                bad = (y != MISSING) & (y != 0) & (y != 1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                allowed = (f"0..{top - 1} ({top} label names)" if task.kind == "multiclass" and top
+                           else "0..k-1" if task.kind == "multiclass" else "0 or 1")
+                raise LabelError(f"task {task.name!r}: column {col!r} holds {int(y[i])} (row id {chunk.ids[i]!r}); "
+                                 f"expected {allowed}, or -1/null for no label")
+            if task.kind == "multiclass":
+                for v in np.unique(y[y >= 0]):
+                    self.first_id.setdefault((col, int(v)), str(chunk.ids[int(np.flatnonzero(y == v)[0])]))
 
-def _n_classes(task: TaskConfig, stats: _Stats) -> int:
-    if task.kind == "multiclass":
-        seen = len(stats.counts[task.name])
-        val_max = max((int(p.labels[task.columns[0]].max(initial=-1)) for p in stats.val_parts), default=-1)
-        n = max(seen, val_max + 1, len(task.labels))
-        if task.labels and n > len(task.labels):
-            raise ValueError(f"task {task.name!r}: label value {n - 1} but only {len(task.labels)} label names")
+    def n_classes(self, task: TaskConfig) -> int:
+        """Classes of a task; multiclass without label names: 0..max seen, which must all occur (no phantom class)."""
+        if task.kind == "binary":
+            return 2
+        if task.kind == "multilabel":
+            return len(task.columns)
+        if task.labels:
+            return len(task.labels)
+        col = task.columns[0]
+        seen = sorted(v for c, v in self.first_id if c == col)
+        n = seen[-1] + 1 if seen else 0
+        gaps = sorted(set(range(n)) - set(seen))
+        if gaps:
+            top = seen[-1]
+            raise LabelError(f"task {task.name!r}: column {col!r} holds {top} (row id {self.first_id[(col, top)]!r}) "
+                             f"but never {gaps[:5]}; a class with no example would be a phantom class. Fix the "
+                             f"value, or name the task's labels to declare all of its classes")
         return n
-    return 2 if task.kind == "binary" else len(task.columns)
 
 
 def _label_names(task: TaskConfig, n: int) -> list[str]:
@@ -176,10 +198,10 @@ def _batches(source: ChunkSource, cfg: TrainConfig, epoch: int) -> Iterator[tupl
     buf: list[Chunk] = []
     n = 0
     for chunk in source():
-        t = ~chunk.is_val
+        t = ~chunk.is_val & ~chunk.is_test
         if not t.any():
             continue
-        buf.append(Chunk(chunk.ids[t], chunk.x[t], {k: v[t] for k, v in chunk.labels.items()}, chunk.is_val[t]))
+        buf.append(chunk.rows(t))
         n += int(t.sum())
         if n >= cfg.buffer_rows:
             yield from flush(buf)
@@ -189,31 +211,49 @@ def _batches(source: ChunkSource, cfg: TrainConfig, epoch: int) -> Iterator[tupl
 
 
 def train_heads(source: ChunkSource, tasks: Sequence[TaskConfig], dim: int, cfg: TrainConfig = TrainConfig()
-                ) -> list[TrainedHead]:
+                ) -> list[FittedHead]:
     """Train one head per task from ``source`` (called once per epoch, plus once for label statistics)."""
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be unique, got {names}")
+    stats = _scan(source, tasks)
+    val = Chunk.concat(stats.val_parts)
+    heads, losses, opts, n_cls = _init_heads(tasks, stats, dim, cfg)
+    best = _fit(source, tasks, heads, losses, opts, val, cfg)
+    evaluation = (Chunk.concat(stats.test_parts), TEST) if stats.test_parts else (val, VALIDATION)
+    return [_finish(t, heads[t.name], best[t.name], n_cls[t.name], stats, val, evaluation) for t in tasks]
+
+
+def _scan(source: ChunkSource, tasks: Sequence[TaskConfig]) -> _Stats:
+    """Step 1: one pass for label checks, class counts and the validation/test rows."""
     stats = _Stats(tasks)
     for chunk in source():
         stats.add(chunk)
     if not stats.val_parts:
-        raise ValueError("no validation rows: add a 'validation' split or let the hash split choose some")
-    val = Chunk(np.concatenate([p.ids for p in stats.val_parts]), np.concatenate([p.x for p in stats.val_parts]),
-                {k: np.concatenate([p.labels[k] for p in stats.val_parts]) for k in stats.val_parts[0].labels},
-                np.ones(sum(len(p.ids) for p in stats.val_parts), bool))
-    heads, losses, opts, n_cls = {}, {}, {}, {}
+        raise LabelError("no validation rows: add a 'validation' split or let the hash split choose some")
     for t in tasks:
         if stats.train_rows[t.name] == 0:
-            raise ValueError(f"task {t.name!r} has no labelled training rows in columns {list(t.columns)}")
-        n_cls[t.name] = _n_classes(t, stats)
-        # Seeded per task: a head comes out the same whichever other tasks share the pass.
+            raise LabelError(f"task {t.name!r} has no labelled training rows in columns {list(t.columns)}")
+    return stats
+
+
+def _init_heads(tasks: Sequence[TaskConfig], stats: _Stats, dim: int, cfg: TrainConfig):
+    """Step 2: one head, loss and optimiser per task, each seeded from its name (same head alone or together)."""
+    heads, losses, opts, n_cls = {}, {}, {}, {}
+    for t in tasks:
+        n_cls[t.name] = stats.n_classes(t)
         torch.manual_seed(cfg.seed * 1_000_003 + zlib.crc32(t.name.encode()))
         heads[t.name] = Head(dim, t.n_outputs(n_cls[t.name]), t.hidden if t.head == "mlp" else 0)
         losses[t.name] = _loss_fn(t, stats.counts[t.name], n_cls[t.name])
         opts[t.name] = torch.optim.AdamW(heads[t.name].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return heads, losses, opts, n_cls
+
+
+def _fit(source: ChunkSource, tasks: Sequence[TaskConfig], heads: dict, losses: dict, opts: dict, val: Chunk,
+         cfg: TrainConfig) -> dict[str, tuple[float, dict, int]]:
+    """Step 3: epochs of shared mini-batches; per head early stopping on validation loss -> best state per head."""
     best = {n: (float("inf"), copy.deepcopy(h.state_dict()), 0) for n, h in heads.items()}
-    active = set(names)
+    active = set(heads)
     xv = torch.from_numpy(val.x)
     for epoch in range(cfg.epochs):
         if not active:
@@ -233,88 +273,93 @@ def train_heads(source: ChunkSource, tasks: Sequence[TaskConfig], dim: int, cfg:
                 (total / count).backward()
                 opts[t.name].step()
         for t in tasks:
-            if t.name not in active:
-                continue
-            h = heads[t.name].eval()
-            y, known = _task_targets(t, val.labels)
-            with torch.no_grad():
-                total, count = losses[t.name](h(xv), torch.from_numpy(y), torch.from_numpy(known))
-            vloss = float(total) / max(count, 1)
-            best_loss, _, since = best[t.name]
-            if vloss < best_loss - 1e-6:
-                best[t.name] = (vloss, copy.deepcopy(h.state_dict()), 0)
-            elif since + 1 >= cfg.patience:
-                active.discard(t.name)
-                logger.info("head %s stopped after epoch %d (best validation loss %.4f)", t.name, epoch + 1,
-                            best_loss)
-            else:
-                best[t.name] = (best_loss, best[t.name][1], since + 1)
-    out = []
-    for t in tasks:
-        h = heads[t.name]
-        h.load_state_dict(best[t.name][1])
-        h.eval()
-        labels = _label_names(t, n_cls[t.name])
-        thresholds = tune_thresholds(t, h, val) if t.kind == "multilabel" and t.tune_thresholds else None
-        metrics = evaluate(t, h, val, labels, thresholds)
-        metrics.update({"train_rows": stats.train_rows[t.name], "validation_loss": best[t.name][0]})
-        out.append(TrainedHead(t, h, labels, metrics, thresholds))
-    return out
+            if t.name in active:
+                _early_stop(t, heads[t.name].eval(), losses[t.name], val, xv, best, active, epoch, cfg.patience)
+    return best
 
 
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
-
-
-def tune_thresholds(task: TaskConfig, head: Head, val: Chunk) -> list[float]:
-    """Per label, the probability threshold (grid 0.05..0.95) with the best F1 on validation; 0.5 if unseen."""
+def _early_stop(t: TaskConfig, h: Head, loss, val: Chunk, xv: torch.Tensor, best: dict, active: set,
+                epoch: int, patience: int) -> None:
+    """After an epoch: keep the state with the best validation loss; stop a head after ``patience`` worse ones."""
+    y, known = _task_targets(t, val.labels)
     with torch.no_grad():
-        p = torch.sigmoid(head(torch.from_numpy(val.x))).numpy()
-    y, known = _task_targets(task, val.labels)
+        total, count = loss(h(xv), torch.from_numpy(y), torch.from_numpy(known))
+    vloss = float(total) / max(count, 1)
+    best_loss, state, since = best[t.name]
+    if vloss < best_loss - 1e-6:
+        best[t.name] = (vloss, copy.deepcopy(h.state_dict()), 0)
+    elif since + 1 >= patience:
+        active.discard(t.name)
+        logger.info("head %s stopped after epoch %d (best validation loss %.4f)", t.name, epoch + 1, best_loss)
+    else:
+        best[t.name] = (best_loss, state, since + 1)
+
+
+def _finish(t: TaskConfig, h: Head, best: tuple[float, dict, int], n_classes: int, stats: _Stats, val: Chunk,
+            evaluation: tuple[Chunk, str]) -> FittedHead:
+    """Step 4: restore the best state, tune multi-label thresholds on validation, measure on the evaluation split."""
+    h.load_state_dict(best[1])
+    h.eval()
+    head = FittedHead(t, h, _label_names(t, n_classes))
+    if t.kind == "multilabel" and t.tune_thresholds:
+        head.thresholds = tune_thresholds(head, val)
+    data, split = evaluation
+    metrics, _ = evaluate(head, data)
+    metrics.update({"split": split, "train_rows": stats.train_rows[t.name], "validation_loss": best[0]})
+    head.metrics = metrics
+    return head
+
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2).astype(np.float32)
+
+
+def tune_thresholds(head: FittedHead, val: Chunk) -> list[float]:
+    """Per label, the probability threshold (grid 0.05..0.95) with the best F1 on validation; 0.5 if unseen.
+
+    Candidates are scored with the decision rule itself (``threshold_rule``), so a tuned threshold means on
+    validation exactly what it will mean in the predictions table.
+    """
+    z = head.logits(val.x)
+    y, known = _task_targets(head.task, val.labels)
     out = []
-    for j in range(p.shape[1]):
-        t, pj = y[known[:, j], j], p[known[:, j], j]
+    for j in range(z.shape[1]):
+        t, zj = y[known[:, j], j], z[known[:, j], j]
         if not (t == 1).any():
             out.append(0.5)
             continue
-        pred = pj[None, :] >= THRESHOLD_GRID[:, None]                      # (grid, n)
-        tp = (pred & (t == 1)).sum(1)
-        f1 = 2 * tp / np.maximum(pred.sum(1) + (t == 1).sum(), 1)
+        on, _ = threshold_rule(np.broadcast_to(zj[:, None], (len(zj), len(THRESHOLD_GRID))), THRESHOLD_GRID)
+        tp = (on & (t == 1)[:, None]).sum(0)
+        f1 = 2 * tp / np.maximum(on.sum(0) + (t == 1).sum(), 1)
         out.append(float(THRESHOLD_GRID[int(np.argmax(f1))]))
     return out
 
 
-def predict_classes(task: TaskConfig, logits: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
-    """Logits -> predicted class ids (multiclass/binary: int[n]) or 0/1 per label (multilabel: int[n, L])."""
-    if task.kind == "multiclass":
-        return logits.argmax(axis=1)
-    if task.kind == "binary":
-        return (logits[:, 0] >= 0).astype(np.int64)
-    if thresholds is None:
-        return (logits >= 0).astype(np.int64)
-    return (1.0 / (1.0 + np.exp(-logits)) >= np.asarray(thresholds)[None, :]).astype(np.int64)
+def evaluate(head: FittedHead, data: Chunk) -> tuple[dict, np.ndarray]:
+    """Metrics of ``head`` on ``data`` and the majority-class baseline on the same rows.
 
-
-def evaluate(task: TaskConfig, head: Head, data: Chunk, labels: list[str],
-             thresholds: Sequence[float] | None = None) -> dict:
-    """Validation metrics and the majority-class baseline on the same rows."""
-    with torch.no_grad():
-        logits = head(torch.from_numpy(data.x)).numpy()
+    Returns (metrics, the predicted classes the metrics were computed from): labels come from the head's decision
+    rule, the one the predictions table uses.
+    """
+    task, labels = head.task, head.labels
+    logits = head.logits(data.x)
     y, known = _task_targets(task, data.labels)
-    pred = predict_classes(task, logits, thresholds)
+    pred = head.decide(logits).classes
     if task.kind == "multilabel":
+        pred = pred.astype(np.int64)
         m = multilabel_metrics(y, pred, known, labels)
-        if thresholds is not None:  # tuned on these rows: also show the untuned figures
-            at_half = multilabel_metrics(y, predict_classes(task, logits), known, labels)
+        if head.thresholds is not None:  # also show the untuned figures
+            at_half = multilabel_metrics(y, head.decide(logits, [0.5] * len(labels)).classes.astype(np.int64),
+                                         known, labels)
             m["macro_f1_at_0.5"], m["micro_f1_at_0.5"] = at_half["macro_f1"], at_half["micro_f1"]
         majority = np.array([np.bincount(y[known[:, j], j], minlength=2).argmax() if known[:, j].any() else 0
                              for j in range(y.shape[1])])
         base = multilabel_metrics(y, np.broadcast_to(majority, y.shape), known, labels)
         m["majority_macro_f1"], m["majority_micro_f1"] = base["macro_f1"], base["micro_f1"]
-        return m
+        return m, pred
     n = len(labels)
     m = single_label_metrics(y[known], pred[known], n)
     if known.any():
         maj = np.bincount(y[known], minlength=n).argmax()
         base = single_label_metrics(y[known], np.full(int(known.sum()), maj), n)
         m["majority_accuracy"], m["majority_macro_f1"] = base["accuracy"], base["macro_f1"]
-    return m
+    return m, pred

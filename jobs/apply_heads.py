@@ -8,24 +8,24 @@ checked before publishing.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from encoder.schema import EMBEDDING, ID
+from encoder.table import open_table
 from heads.io import load_heads
-from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema
+from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema, score_column
 from jobs import publish
-from jobs.common import SparkSettings, run_main, spark_session, versions
-from jobs.tables import check_table, parquet_rows, write_table
-from jobs.train_heads import load_table_spec
+from jobs.common import SparkSettings, run_main, spark_session
+from jobs.tables import arrow_type, check_table, open_embeddings, parquet_rows, spark_schema, write_manifest, \
+    write_table
 
 logger = logging.getLogger("jobs.apply_heads")
 
@@ -40,35 +40,27 @@ class ApplyHeadsConfig:
 
 def run(cfg: ApplyHeadsConfig) -> dict:
     t0 = time.perf_counter()
-    spec = load_table_spec(cfg.embeddings)
+    spec = open_table(cfg.embeddings).spec
     heads_dir = Path(cfg.heads).resolve()
-    heads = load_heads(heads_dir, spec)     # a head of another feature spec is refused here, before any work
+    heads = load_heads(heads_dir, spec)     # a head of another feature spec is refused here, before Spark starts
     spark = spark_session(cfg.spark, "apply_heads")
-    from pyspark.sql.pandas.types import from_arrow_type, to_arrow_type
-    from pyspark.sql.types import StructField, StructType
-
-    table = Path(cfg.embeddings) / "embeddings"
-    emb = spark.read.parquet(table.absolute().as_uri()).select("id", "embedding")
-    schema = predictions_schema(heads, to_arrow_type(emb.schema["id"].dataType))
-    spark_schema = StructType([StructField(f.name, from_arrow_type(f.type), f.nullable) for f in schema])
+    emb = open_embeddings(spark, cfg.embeddings, (ID, EMBEDDING))
+    schema = predictions_schema(heads, arrow_type(emb.df.schema[ID].dataType))
     run_id, staging = publish.begin_run(cfg.output.path)
     fn = partial(_score, heads_dir=str(heads_dir), spec=spec, schema=schema)
-    write_table(emb.mapInArrow(fn, spark_schema), staging / "predictions", cfg.output.compression)
-    rows_in, rows_out = parquet_rows(table), parquet_rows(staging / "predictions")
+    write_table(emb.df.mapInArrow(fn, spark_schema(schema)), staging / "predictions", cfg.output.compression)
+    rows_in = parquet_rows(emb.table.files)
+    rows_out = parquet_rows(staging / "predictions")
     check_table(staging / "predictions", schema)
     if rows_in != rows_out:
         raise RuntimeError(f"rows in ({rows_in}) != rows out ({rows_out}); not publishing {staging}")
-    manifest = {"predictions_format_version": PREDICTIONS_FORMAT_VERSION, "run_id": run_id,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "embeddings": str(Path(cfg.embeddings).resolve()), "heads": str(heads_dir),
-                "rows": {"in": rows_in, "out": rows_out},
-                "tasks": {h.task.name: {"kind": h.task.kind, "labels": h.labels,
-                                        "columns": [f.name for f in schema if f.name == h.task.name
-                                                    or f.name.startswith(h.task.name + "_score")]}
-                          for h in heads},
-                "feature_spec_fingerprint": spec.fingerprint, "seconds": round(time.perf_counter() - t0, 2),
-                "versions": versions()}
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    manifest = write_manifest(staging, run_id, t0, {
+        "predictions_format_version": PREDICTIONS_FORMAT_VERSION,
+        "embeddings": str(Path(cfg.embeddings).resolve()), "heads": str(heads_dir),
+        "rows": {"in": rows_in, "out": rows_out},
+        "tasks": {h.task.name: {"kind": h.task.kind, "labels": h.labels,
+                                "columns": [h.task.name, score_column(h.task.name, h.task.kind)]} for h in heads},
+        "feature_spec_fingerprint": spec.fingerprint})
     out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)
     logger.info("apply_heads: heads=%d rows_in=%d rows_out=%d seconds=%.1f output=%s run=%s", len(heads), rows_in,
                 rows_out, manifest["seconds"], out / "predictions", run_id)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from encoder.config import ConfigError, apply_overrides, build, read_yaml
+from encoder.typed_config import apply_overrides, build, read_yaml
+from jobs.errors import exit_code
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -72,29 +72,18 @@ def spark_session(settings: SparkSettings, app_name: str):
     return spark
 
 
-def versions() -> dict[str, str]:
-    """Versions that decide the output bytes, recorded in every manifest."""
-    import numpy
-    import pyarrow
-    import pyspark
-    import torch
-    import transformers
-
-    import encoder
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "pyspark": pyspark.__version__, "pyarrow": pyarrow.__version__,
-            "numpy": numpy.__version__, "encoder": encoder.__version__}
-
-
 def run_main(fn: Callable[[Any], Any], argv: list[str] | None, prog: str, default_config: str, cls: type) -> int:
-    """Parse args, load config before Spark starts, run; a config error exits 2 with its one-line message."""
+    """Parse args, load the config before Spark starts, run. A known error (``jobs.errors``) ends the job with one
+    line on stderr and its documented exit code; an unexpected one keeps its traceback."""
     args = parse_args(argv, prog, default_config)
     setup_logging()
     try:
         cfg = load_config(cls, args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"ConfigError: {exc}", file=sys.stderr)
-        return 2
-    fn(cfg)
+        fn(cfg)
+    except Exception as exc:  # noqa: BLE001 - known errors become exit codes, the rest re-raise
+        code = exit_code(exc)
+        if code is None:
+            raise
+        print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return code
     return 0

@@ -1,23 +1,30 @@
-"""Read a text corpus (Parquet, JSONL, CSV/TSV) into one shape and mark every faulty row with a reason.
+"""Reading tables the jobs are given (Parquet, JSONL, CSV/TSV): the one place that knows the formats and checks
+columns, for the text corpus and for label tables alike.
 
-Output columns: ``_id``, ``_text``, the passthrough columns, ``_reason`` (null = good row, else one of
-``encoder.schema.QUARANTINE_REASONS``) and ``_source`` (the raw record for parse failures). No row is dropped here:
-the caller splits on ``_reason`` and must account for every row.
+The corpus comes out in one shape with every faulty row marked: ``_id``, ``_text``, the passthrough columns,
+``_reason`` (null = good row, else one of ``encoder.schema.QUARANTINE_REASONS``) and ``_source`` (the raw record for
+parse failures). No row is dropped here: the caller splits on ``_reason`` and must account for every row.
 """
 from __future__ import annotations
 
+import csv
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
+from jobs.errors import InputError
 
-FORMATS: tuple[str, ...] = ("parquet", "jsonl", "csv", "tsv")
+Format = Literal["parquet", "jsonl", "csv", "tsv"]
 ID_SPARK_TYPES = (T.StringType, T.LongType, T.IntegerType)
+# The normalised corpus frame's columns (internal to the embed job; never written).
+C_ID, C_TEXT, C_REASON, C_SOURCE = "_id", "_text", "_reason", "_source"
 
 
 @dataclass(frozen=True)
@@ -25,21 +32,17 @@ class InputConfig:
     """Where the corpus is and which columns hold the id and the text."""
 
     path: str                                          # a file or a folder of files
-    format: Literal["parquet", "jsonl", "csv", "tsv"] = "parquet"
+    format: Format = "parquet"
     id_column: str = "id"
     text_column: str = "text"
     passthrough: tuple[str, ...] = ()                  # copied unchanged to the embedding table (e.g. a split column)
 
     def validate(self, source: str, prefix: str) -> None:
-        clash = {"_id", "_text", "_reason", "_source"} & {self.id_column, self.text_column, *self.passthrough}
+        clash = {C_ID, C_TEXT, C_REASON, C_SOURCE} & {self.id_column, self.text_column, *self.passthrough}
         if clash:
             raise ConfigError(source, f"{prefix}passthrough", f"uses reserved column names {sorted(clash)}")
         if self.id_column in self.passthrough or self.text_column in self.passthrough:
             raise ConfigError(source, f"{prefix}passthrough", "must not repeat id_column or text_column")
-
-
-class InputError(ValueError):
-    """The input cannot be read as configured (missing path, missing column, wrong column type)."""
 
 
 def to_uri(path: str) -> str:
@@ -47,21 +50,72 @@ def to_uri(path: str) -> str:
     return path if "://" in path else Path(path).absolute().as_uri()
 
 
+def require_path(path: str, key: str) -> None:
+    if "://" not in path and not Path(path).exists():
+        raise InputError(f"{key} = {path!r} does not exist")
+
+
+def require_columns(columns: Sequence[str], wanted: Sequence[str], what: str, hint: str) -> None:
+    """Every wanted column is there; the error names each missing one with its closest matches (not all columns)."""
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        close = {c: difflib.get_close_matches(c, list(columns), n=3, cutoff=0.5) for c in missing}
+        near = "; ".join(f"closest to {c!r}: {', '.join(m)}" for c, m in close.items() if m)
+        shown = sorted(columns)[:10]
+        more = f" and {len(columns) - 10} more" if len(columns) > 10 else ""
+        raise InputError(f"{what} has no column(s) {missing}{f' ({near})' if near else ''}; it has {shown}{more} "
+                         f"({hint})")
+
+
+def header_columns(path: str, fmt: Format) -> list[str] | None:
+    """The columns of a local Parquet or CSV/TSV input, read without Spark (footer or header line); None for JSONL
+    and remote paths, whose columns are known only once Spark reads them."""
+    p = Path(path)
+    if "://" in path or fmt == "jsonl" or not p.exists():
+        return None
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))) if p.is_dir() \
+        else [p]
+    if not files:
+        return None
+    if fmt == "parquet":
+        return list(pq.read_schema(files[0]).names)
+    with files[0].open(newline="", encoding="utf-8") as fh:
+        return next(csv.reader(fh, delimiter="\t" if fmt == "tsv" else ","), [])
+
+
+def check_input(cfg: InputConfig) -> None:
+    """Before Spark starts: the input exists and has the id, text and passthrough columns (where readable)."""
+    require_path(cfg.path, "input.path")
+    cols = header_columns(cfg.path, cfg.format)
+    if cols is not None:
+        _require_columns(cols, cfg, f"{cfg.format.upper()} input")
+
+
+def read_table(spark: SparkSession, path: str, fmt: Format, key: str) -> DataFrame:
+    """Read a typed table (Parquet, JSONL, CSV/TSV with a header and inferred types), e.g. a label table."""
+    require_path(path, key)
+    reader = spark.read
+    try:
+        if fmt == "parquet":
+            return reader.parquet(to_uri(path))
+        if fmt == "jsonl":
+            return reader.json(to_uri(path))
+        return reader.options(header="true", inferSchema="true", sep="\t" if fmt == "tsv" else ",").csv(to_uri(path))
+    except Exception as exc:  # AnalysisException and friends: say what could not be read
+        raise InputError(f"{key} = {path!r} could not be read as {fmt}: {str(exc).splitlines()[0]}") from None
+
+
 def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     """Read ``cfg.path`` and return the normalised frame with ``_reason`` set on every faulty row."""
-    if "://" not in cfg.path and not Path(cfg.path).exists():
-        raise InputError(f"input.path = {cfg.path!r} does not exist")
+    require_path(cfg.path, "input.path")
     reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_csv}[cfg.format]
     df = reader(spark, cfg)
     return _mark_faults(df)
 
 
 def _require_columns(columns: list[str], cfg: InputConfig, what: str) -> None:
-    wanted = [cfg.id_column, cfg.text_column, *cfg.passthrough]
-    missing = [c for c in wanted if c not in columns]
-    if missing:
-        raise InputError(f"{what} {cfg.path!r} has no column(s) {missing}; it has {sorted(columns)} "
-                         "(set input.id_column / input.text_column / input.passthrough)")
+    require_columns(columns, [cfg.id_column, cfg.text_column, *cfg.passthrough], f"{what} {cfg.path!r}",
+                    "set input.id_column / input.text_column / input.passthrough")
 
 
 def _check_types(df: DataFrame, cfg: InputConfig) -> None:
@@ -75,16 +129,13 @@ def _check_types(df: DataFrame, cfg: InputConfig) -> None:
 
 
 def _normalise(df: DataFrame, cfg: InputConfig, reason, source) -> DataFrame:
-    return df.select(F.col(cfg.id_column).alias("_id"), F.col(cfg.text_column).alias("_text"),
-                     *[F.col(c) for c in cfg.passthrough], reason.cast("string").alias("_reason"),
-                     source.cast("string").alias("_source"))
+    return df.select(F.col(cfg.id_column).alias(C_ID), F.col(cfg.text_column).alias(C_TEXT),
+                     *[F.col(c) for c in cfg.passthrough], reason.cast("string").alias(C_REASON),
+                     source.cast("string").alias(C_SOURCE))
 
 
 def _read_parquet(spark: SparkSession, cfg: InputConfig) -> DataFrame:
-    try:
-        df = spark.read.parquet(to_uri(cfg.path))
-    except Exception as exc:  # AnalysisException and friends: say what could not be read
-        raise InputError(f"input.path {cfg.path!r} could not be read as Parquet: {str(exc).splitlines()[0]}") from None
+    df = read_table(spark, cfg.path, "parquet", "input.path")
     _require_columns(df.columns, cfg, "Parquet input")
     _check_types(df, cfg)
     return _normalise(df, cfg, F.lit(None), F.lit(None))
@@ -135,12 +186,12 @@ def _json_key(name: str) -> str:
 
 def _mark_faults(df: DataFrame) -> DataFrame:
     """Fill ``_reason`` for null/duplicate ids and null/blank texts; parse faults already set take precedence."""
-    dup = F.count(F.lit(1)).over(Window.partitionBy("_id")) > 1
-    blank = F.length(F.regexp_replace(F.col("_text"), r"(?U)\s+", "")) == 0
+    dup = F.count(F.lit(1)).over(Window.partitionBy(C_ID)) > 1
+    blank = F.length(F.regexp_replace(F.col(C_TEXT), r"(?U)\s+", "")) == 0
     reason = F.coalesce(
-        F.col("_reason"),
-        F.when(F.col("_id").isNull(), F.lit("null_id"))
-        .when(F.col("_text").isNull(), F.lit("null_text"))
+        F.col(C_REASON),
+        F.when(F.col(C_ID).isNull(), F.lit("null_id"))
+        .when(F.col(C_TEXT).isNull(), F.lit("null_text"))
         .when(blank, F.lit("empty_text"))
         .when(dup, F.lit("duplicate_id")))
-    return df.withColumn("_reason", reason)
+    return df.withColumn(C_REASON, reason)

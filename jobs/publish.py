@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from encoder.config import ConfigError, choice_error
+from encoder.typed_config import ConfigError, choice_error
 
 logger = logging.getLogger(__name__)
 

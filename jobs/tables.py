@@ -1,10 +1,72 @@
-"""Writing and checking the Parquet tables that jobs publish."""
+"""Published tables, the one module: open a published folder, write and check Parquet, render schemas for Spark,
+write manifests.
+
+Every job reads its inputs and writes its outputs through these functions, so a table's checks (spec of every file,
+unique ids, stable file names, schema, row counts) and a manifest's common facts are written once.
+"""
 from __future__ import annotations
 
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from encoder.schema import ID
+from encoder.spec import FeatureSpec
+from encoder.table import PublishedTable, TableError, open_table
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class EmbeddingsInput:
+    """An opened embedding table: its published folder (spec, manifest, files) and a Spark DataFrame over it."""
+
+    table: PublishedTable
+    df: Any   # pyspark DataFrame
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.table.spec
+
+
+def open_embeddings(spark, folder: str | Path, columns: tuple[str, ...] = ()) -> EmbeddingsInput:
+    """Open a published embedding table for a job: every file's spec checked (``encoder.table.open_table``) and its
+    ids checked unique, as the table promises (one Spark aggregation over the id column)."""
+    from pyspark.sql import functions as F
+
+    table = open_table(folder)
+    df = spark.read.parquet(*[f.absolute().as_uri() for f in table.files])
+    dup = (df.groupBy(ID).agg(F.count(F.lit(1)).alias("n")).where("n > 1")
+           .orderBy(ID).limit(1).collect())
+    if dup:
+        raise TableError(f"{table.data}: id {dup[0][ID]!r} occurs {dup[0]['n']} times; an embedding table holds "
+                         "one row per id (was a data file copied in twice?)")
+    return EmbeddingsInput(table, df.select(*columns) if columns else df)
+
+
+def spark_schema(schema: pa.Schema, field_metadata: dict[str, dict[str, str]] | None = None):
+    """A pyarrow schema rendered for Spark (the one conversion), with optional metadata per field name (Spark stores
+    field metadata in every Parquet file's key-value metadata)."""
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    meta = field_metadata or {}
+    return StructType([StructField(f.name, from_arrow_type(f.type), f.nullable, meta.get(f.name, {}))
+                       for f in schema])
+
+
+def arrow_type(spark_type) -> pa.DataType:
+    """A Spark column type as pyarrow (the other direction of ``spark_schema``)."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return to_arrow_type(spark_type)
 
 
 def write_table(df, path: Path, compression: str) -> None:
@@ -19,9 +81,10 @@ def write_table(df, path: Path, compression: str) -> None:
             crc.rename(path / f".{target.name}.crc")
 
 
-def parquet_rows(path: Path) -> int:
-    """Row count from the Parquet footers (no data scan)."""
-    return sum(pq.read_metadata(f).num_rows for f in sorted(path.glob("*.parquet")))
+def parquet_rows(path: Path | Sequence[Path]) -> int:
+    """Row count from the Parquet footers (no data scan) of a table folder or a list of its files."""
+    files = sorted(path.glob("*.parquet")) if isinstance(path, Path) else path
+    return sum(pq.read_metadata(f).num_rows for f in files)
 
 
 def check_table(path: Path, expected: pa.Schema) -> None:
@@ -31,3 +94,25 @@ def check_table(path: Path, expected: pa.Schema) -> None:
         got = pq.read_schema(f)
         if [(x.name, x.type) for x in got] != [(x.name, x.type) for x in expected]:
             raise RuntimeError(f"{f} has schema {got}; expected {expected}")
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide the output bytes, recorded in every manifest."""
+    import numpy
+    import pyspark
+    import torch
+    import transformers
+
+    import encoder
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "pyspark": pyspark.__version__, "pyarrow": pa.__version__,
+            "numpy": numpy.__version__, "encoder": encoder.__version__}
+
+
+def write_manifest(staging: Path, run_id: str, started: float, facts: dict[str, Any]) -> dict[str, Any]:
+    """Write ``manifest.json`` into a run folder: the job's facts, then run id, time, seconds and versions."""
+    manifest = {"run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                **facts, "seconds": round(time.perf_counter() - started, 2), "versions": versions()}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from encoder.encode import FeatureExtractor
 from encoder.model import load_encoder
-from encoder.settings import EncoderConfig
+from encoder.encoder_config import EncoderConfig
 from encoder.spec import FeatureSpec
 from encoder.table import encode_batch
 
@@ -44,7 +44,7 @@ def worker_extractor(cfg: EncoderConfig, spec: FeatureSpec) -> FeatureExtractor:
     key = (cfg, spec.fingerprint, device, threads)
     if key not in _CACHE:
         _CACHE.clear()  # one model per worker process; free the old one first
-        extractor = cfg.extractor(load_encoder(cfg.model, device=device, threads=threads))
+        extractor = FeatureExtractor(load_encoder(cfg.model, device=device, threads=threads), cfg)
         extractor.check_spec(spec)  # an executor with another model build must not write into this table
         _CACHE[key] = extractor
     return _CACHE[key]

@@ -10,14 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
+from encoder.encode import FeatureExtractor
 from encoder.quantize import unpack_signs
 from encoder.schema import QUARANTINE_REASONS
 from encoder.spec import FeatureSpec
 from encoder.table import spec_from_parquet
 from jobs import embed
 from jobs.common import load_config
-from jobs.ingest import InputError
+from jobs.errors import InputError
 
 from .conftest import SAMPLE
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.e2e
 def config(tmp_path: Path, input_path: Path, fmt: str = "parquet", *more: str):
     return load_config(embed.EmbedConfig, "conf/embed.yaml", [
         f"input.path={input_path}", f"input.format={fmt}", f"output.path={tmp_path / 'out' / 'emb'}",
-        *([] if fmt == "parquet" else ["input.passthrough=[]"]), *more])
+        *(["input.passthrough=[split]"] if fmt == "parquet" else []), *more])
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -58,7 +59,7 @@ def test_publishes_table_manifest_and_spec(spark, tmp_path, sample_slice, real_l
     src = pq.read_table(sample_slice).to_pydict()
     by_id = dict(zip(table.column("id").to_pylist(), table.column("embedding").to_pylist()))
     codes = np.frombuffer(b"".join(by_id[i] for i in src["id"]), np.uint8).reshape(300, spec.n_bytes)
-    fx = cfg.encoder.extractor(real_loaded)
+    fx = FeatureExtractor(real_loaded, cfg.encoder)
     expected = fx.encode(src["text"], spec).codes
     assert (np.unpackbits(codes) == np.unpackbits(expected)).mean() > 0.999
     assert table.column("text_sha256").to_pylist()[0] == hashlib.sha256(

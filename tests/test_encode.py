@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+from encoder.build_spec import build_spec
 from encoder.encode import FeatureExtractor
+from encoder.encoder_config import EncoderConfig
 from encoder.spec import SpecMismatchError
 
 TEXTS = ["the man is playing a guitar .", "hello", "someone is strumming a guitar", "the stock market fell today",
@@ -10,7 +12,7 @@ TEXTS = ["the man is playing a guitar .", "hello", "someone is strumming a guita
 
 
 def test_features_come_back_in_input_order(tiny_loaded):
-    fx = FeatureExtractor(tiny_loaded, token_budget=16)  # several batches
+    fx = FeatureExtractor(tiny_loaded, EncoderConfig(token_budget=16))  # several batches
     base = fx.features(TEXTS).values
     perm = np.random.default_rng(0).permutation(len(TEXTS))
     shuffled = fx.features([TEXTS[i] for i in perm]).values
@@ -18,7 +20,7 @@ def test_features_come_back_in_input_order(tiny_loaded):
 
 
 def test_batch_composition_does_not_change_features(tiny_loaded):
-    fx = FeatureExtractor(tiny_loaded, token_budget=4096)
+    fx = FeatureExtractor(tiny_loaded, EncoderConfig(token_budget=4096))
     together = fx.features(TEXTS).values
     alone = np.stack([fx.features([t]).values[0] for t in TEXTS])
     np.testing.assert_allclose(together, alone, atol=1e-5)
@@ -35,7 +37,7 @@ def test_duplicates_are_encoded_once(tiny_loaded, monkeypatch):
 
 
 def test_truncation_is_flagged_with_full_token_count(tiny_loaded):
-    fx = FeatureExtractor(tiny_loaded, max_length=8)
+    fx = FeatureExtractor(tiny_loaded, EncoderConfig(max_length=8))
     f = fx.features(["hello world", " ".join(["guitar"] * 20)])
     assert f.n_tokens.tolist() == [4, 22]
     assert f.truncated.tolist() == [False, True]
@@ -44,23 +46,27 @@ def test_truncation_is_flagged_with_full_token_count(tiny_loaded):
 
 @pytest.mark.parametrize("layers,combine,dim", [("last", "concat", 32), ("all", "concat", 64), ("all", "mean", 32)])
 def test_dimension_follows_the_choice(tiny_loaded, layers, combine, dim):
-    fx = FeatureExtractor(tiny_loaded, layers=layers, layer_combine=combine)
-    spec = fx.make_spec("binary")
+    cfg = EncoderConfig(layers=layers, layer_combine=combine)
+    fx = FeatureExtractor(tiny_loaded, cfg)
+    spec = build_spec(cfg, fx)
     assert fx.dim == spec.dim == dim and spec.n_bytes == dim // 8
     assert fx.encode(TEXTS, spec).codes.shape == (len(TEXTS), dim // 8)
 
 
 def test_calibrated_spec_needs_a_sample_and_balances_bits(tiny_loaded):
-    fx = FeatureExtractor(tiny_loaded, normalize=False)
+    cfg = EncoderConfig(normalize=False, thresholds="calibrated")
+    fx = FeatureExtractor(tiny_loaded, cfg)
     with pytest.raises(ValueError, match="calibration sample"):
-        fx.make_spec("binary", "calibrated")
-    sample = fx.features(TEXTS * 3 + ["the market", "a movie", "you and i"]).values
-    spec = fx.make_spec("binary", "calibrated", sample)
+        build_spec(cfg, fx)
+    texts = TEXTS * 3 + ["the market", "a movie", "you and i"]
+    sample = fx.features(texts).values
+    spec = build_spec(cfg, fx, lambda n: texts[:n])
     bits = np.unpackbits(spec.encode_features(sample), axis=1)
     assert abs(bits.mean() - 0.5) < 0.1
 
 
 def test_spec_of_another_extractor_is_refused(tiny_loaded):
-    spec = FeatureExtractor(tiny_loaded, pooling="cls").make_spec("binary")
+    cls_cfg = EncoderConfig(pooling="cls")
+    spec = build_spec(cls_cfg, FeatureExtractor(tiny_loaded, cls_cfg))
     with pytest.raises(SpecMismatchError, match="pooling"):
-        FeatureExtractor(tiny_loaded, pooling="mean").check_spec(spec)
+        FeatureExtractor(tiny_loaded, EncoderConfig(pooling="mean")).check_spec(spec)

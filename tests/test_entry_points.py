@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from encoder.encode import FeatureExtractor
+from encoder.encoder_config import EncoderConfig
 from encoder.spec import FeatureSpec
 
 from .conftest import ROOT, SAMPLE
@@ -47,7 +48,7 @@ def test_device_selection_without_a_gpu():
 
 
 def test_autocast_is_ignored_on_cpu(tiny_loaded):
-    fx = FeatureExtractor(tiny_loaded, autocast="fp16")
+    fx = FeatureExtractor(tiny_loaded, EncoderConfig(autocast="fp16"))
     assert fx.autocast == "none"
-    ref = FeatureExtractor(tiny_loaded, autocast="none").features(["hello world"]).values
+    ref = FeatureExtractor(tiny_loaded, EncoderConfig(autocast="none")).features(["hello world"]).values
     assert (fx.features(["hello world"]).values == ref).all()

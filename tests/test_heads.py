@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from encoder.spec import FeatureSpec, SpecMismatchError
-from heads.data import Chunk, arrow_source, petastorm_source
+from heads.data import Chunk, SplitRule, arrow_source, petastorm_source
 from heads.io import load_head, load_heads, save_head
 from heads.predict import predict_batch, predictions_schema
 from heads.score import FusedScorer, score_one_by_one
@@ -188,8 +188,8 @@ def test_petastorm_reader_returns_every_row_once_and_matches_pyarrow(tmp_path):
     pq.write_table(table.slice(0, 1100), d / "part-00000.parquet", row_group_size=100)   # 11 row groups
     pq.write_table(table.slice(1100), d / "part-00001.parquet", row_group_size=90)      # 10 row groups
     cols = list(labels)
-    pa_src = arrow_source(d, s, cols, "split")
-    ps_src = petastorm_source(d, s, cols, "split")
+    pa_src = arrow_source(d, s, cols, SplitRule("split"))
+    ps_src = petastorm_source(d, s, cols, SplitRule("split"))
     got = np.concatenate([c.ids for c in ps_src()])
     assert len(got) == 2000 and sorted(got.tolist()) == sorted(ids.tolist())  # every row, exactly once
     a = train_heads(pa_src, TASKS[:2], DIM, CFG)

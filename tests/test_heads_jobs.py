@@ -15,7 +15,7 @@ from heads.io import load_heads
 from heads.score import FusedScorer
 from jobs import apply_heads, embed, train_heads
 from jobs.common import load_config
-from jobs.train_heads import load_table_spec
+from encoder.table import open_table
 
 from .conftest import SAMPLE
 
@@ -58,7 +58,7 @@ def test_predictions_cover_every_row_and_match_in_process_scoring(pipeline):
     assert pipeline["apply"]["rows"] == {"in": 5000, "out": 5000}
     assert pred.column_names == ["id", "emotions", "emotions_scores", "neutral", "neutral_score"]
     assert sorted(pred.column("id").to_pylist()) == sorted(emb.column("id").to_pylist())
-    spec = load_table_spec(pipeline["embed"])
+    spec = open_table(pipeline["embed"]).spec
     heads = load_heads(pipeline["heads"], spec)
     codes = codes_from_column(emb.column("embedding").to_pylist()[:200], spec.n_bytes)
     logits = dict(zip([h.task.name for h in heads], FusedScorer(heads, spec).logits(codes)))
@@ -106,3 +106,104 @@ def test_heads_of_another_spec_are_refused(pipeline, spark, tmp_path):
     with pytest.raises(SpecMismatchError, match="not comparable"):
         apply_heads.run(cfg)
     assert not Path(cfg.output.path).exists()
+
+
+def _train_cfg(pipeline, tmp_path, *more):
+    return load_config(train_heads.TrainHeadsConfig, "conf/train_heads.yaml", [
+        f"embeddings={pipeline['embed']}", f"output.path={tmp_path / 'heads'}", "train.epochs=2", *more])
+
+
+def _hashes(folder: Path, pattern: str) -> dict[str, str]:
+    import hashlib
+
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob(pattern))}
+
+
+def test_train_heads_rerun_gives_identical_heads_and_a_failure_publishes_nothing(pipeline, spark, tmp_path,
+                                                                                  monkeypatch):
+    cfg = _train_cfg(pipeline, tmp_path)
+    train_heads.run(cfg)
+    out = Path(cfg.output.path)
+    first_run, first = out.resolve(), _hashes(out, "*.safetensors")
+    assert len(first) == 2
+    train_heads.run(cfg)
+    assert out.resolve() != first_run and _hashes(out, "*.safetensors") == first
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((first_run / "metrics.json").read_text())
+    before = out.resolve()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(train_heads, "save_head", crash)
+    with pytest.raises(OSError, match="injected"):
+        train_heads.run(cfg)
+    assert out.resolve() == before and _hashes(out, "*.safetensors") == first
+
+
+def test_apply_heads_rerun_is_identical_and_a_failure_publishes_nothing(pipeline, spark, tmp_path, monkeypatch):
+    cfg = load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
+        f"embeddings={pipeline['embed']}", f"heads={pipeline['heads']}", f"output.path={tmp_path / 'pred'}"])
+    apply_heads.run(cfg)
+    out = Path(cfg.output.path)
+    first_run = out.resolve()
+    first = pq.read_table(out / "predictions")
+    apply_heads.run(cfg)
+    assert out.resolve() != first_run and pq.read_table(out / "predictions").equals(first)
+    assert _hashes(out / "predictions", "*.parquet") == _hashes(first_run / "predictions", "*.parquet")
+    before = out.resolve()
+    real = apply_heads.write_table
+
+    def crash_after_data(df, path, compression):
+        real(df, path, compression)
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(apply_heads, "write_table", crash_after_data)
+    with pytest.raises(OSError, match="injected"):
+        apply_heads.run(cfg)
+    assert out.resolve() == before and pq.read_table(out / "predictions").equals(first)
+
+
+def test_test_split_gives_the_figures_and_missing_validation_falls_back_to_a_hash(pipeline, spark, tmp_path):
+    src = pq.read_table(SAMPLE).to_pydict()
+    n = 2000
+    split = ["test" if i % 4 == 0 else "train" for i in range(n)]      # train/test only: no validation rows
+    lp = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"id": src["id"][:n], "neutral": src["neutral"][:n], "split": split}), lp)
+    m = train_heads.run(_train_cfg(pipeline, tmp_path, f"labels.path={lp}",
+                                   "tasks=[{name: neutral, kind: binary, columns: [neutral], labels: [NOT, OFF]}]"))
+    assert m["evaluation"] == {"split": "test", "test_rows": 500, "validation": "hash of id"}
+    metrics = json.loads((tmp_path / "heads" / "metrics.json").read_text())["neutral"]
+    assert metrics["split"] == "test" and metrics["rows"] == 500
+    report = (tmp_path / "heads" / "report.md").read_text()
+    assert "**test** split (500 rows)" in report and "deterministic hash of the id" in report
+    head = json.loads((tmp_path / "heads" / "neutral" / "head.json").read_text())
+    assert head["labels"] == ["NOT", "OFF"]
+
+
+def test_validation_figures_are_labelled_as_such(pipeline):
+    report = (pipeline["heads"] / "report.md").read_text()
+    assert "**validation** figures" in report and "optimistic" in report
+    assert "labels with a positive in the validation rows" in report
+
+
+def test_stray_label_value_fails_with_exit_code_3_and_one_line(pipeline, spark, tmp_path, capsys):
+    src = pq.read_table(SAMPLE).to_pydict()
+    neutral = list(src["neutral"][:600])
+    neutral[17] = 7
+    lp = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"id": src["id"][:600], "neutral": neutral, "split": src["split"][:600]}), lp)
+    code = train_heads.main(["--config", "conf/train_heads.yaml", "--set", f"embeddings={pipeline['embed']}",
+                             "--set", f"output.path={tmp_path / 'h'}", "--set", f"labels.path={lp}", "--set",
+                             "tasks=[{name: neutral, kind: binary, columns: [neutral]}]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and not (tmp_path / "h").exists()
+    assert err[-1].startswith("train_heads: LabelError: task 'neutral': column 'neutral' holds 7 (row id ")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_glob_columns_train_a_multilabel_head(pipeline, spark, tmp_path):
+    m = train_heads.run(_train_cfg(pipeline, tmp_path, "tasks=[{name: a_emotions, kind: multilabel, columns: [a*]}]"))
+    head = json.loads((tmp_path / "heads" / "a_emotions" / "head.json").read_text())
+    assert head["task"]["columns"] == ["admiration", "amusement", "anger", "annoyance", "approval"]
+    assert m["tasks"] == ["a_emotions"]

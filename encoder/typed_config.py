@@ -1,12 +1,14 @@
-"""Typed configuration: frozen dataclasses built from YAML mappings and validated once, at the edge.
+"""The project-wide config machinery: frozen dataclasses built from YAML mappings and validated once, at the edge.
 
 Every job has one dataclass tree. ``build`` turns a plain mapping into it, rejecting unknown keys and values of the
-wrong type with an error that names the file, the dotted key, the value found and what is allowed.
+wrong type with an error that names the file, the dotted key, the value found and what is allowed. The same builder
+reads configs back from JSON artifacts (``head.json``), so a saved config is validated exactly like a written one.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -30,13 +32,35 @@ def choice_error(source: str, key: str, value: Any, allowed: tuple) -> ConfigErr
     return ConfigError(source, key, f"= {value!r}; expected one of {', '.join(repr(a) for a in allowed)}")
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader with YAML 1.2 booleans: only true/false are booleans, so label names such as NOT, OFF, yes
+    and no stay strings (YAML 1.1 would read them as booleans)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def load_yaml(text: str):
+    """Parse YAML text with the project's safe loader (no Python object tags, YAML 1.2 booleans)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def choices(literal: Any) -> tuple:
+    """The allowed values of a ``Literal[...]`` type: the one source for error messages and test parametrization."""
+    return get_args(literal)
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with the safe loader (no Python object tags)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(p), "(file)", "does not exist")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(str(p), "(file)", f"is not valid YAML: {exc}") from None
     if data is None:
@@ -54,7 +78,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
             raise ConfigError(source, item, "must look like key.path=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError:
             value = raw
         node = out

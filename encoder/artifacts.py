@@ -1,0 +1,18 @@
+"""Versioned JSON artifacts (``feature_spec.json``, ``head.json``): the one reader that checks they exist and that
+this code reads their format version."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_versioned_json(path: Path, format_version: int, what: str) -> dict[str, Any]:
+    """The JSON object at ``path``; a missing file or another ``format_version`` is an error naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path.parent} ({path.name} missing)")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or meta.get("format_version") != format_version:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: format_version = {found!r}; this code reads {format_version}")
+    return meta
