@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/encode.py --per-set 1000 --repeats 3
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/heads_accuracy.py
+	$(BIN)/python bench/heads_input_scale.py
 
 clean:
 	rm -rf out spark-warehouse metastore_db .pytest_cache

@@ -77,7 +77,7 @@ def apply_bench(args, spec: FeatureSpec) -> None:
         del codes, emb
         t = time.perf_counter()
         table = pq.read_table(path)
-        stored = codes_from_column(table.column("embedding").to_pylist(), spec.n_bytes)
+        stored = codes_from_column(table.column("embedding"), spec.n_bytes)
         read_s = time.perf_counter() - t
     for mix in ("binary", "mixed", "mlp"):
         score_bench(args, spec, stored, table, make_heads(args.heads, spec.dim, mix), read_s if mix == "binary" else None)
@@ -106,7 +106,7 @@ def score_bench(args, spec, stored, table, heads, read_s) -> None:
     if read_s is not None:
         print(f"    reading the codes from Parquet: {args.rows / read_s:,.0f} rows/s")
     print(f"    full prediction path (probabilities, labels, Arrow columns, 8,192-row batches): {full_rate:,.0f} "
-          "rows/s")
+          f"rows/s = {full_rate / fused_rate:.2f}x of scoring alone (bar for 100 binary heads: >= 1,000,000 rows/s)")
     worst = max(float(np.abs(a - b).max()) for a, b in
                 zip(scorer.logits(stored[:2000]), score_one_by_one(heads, spec, stored[:2000])))
     print(f"    fused vs one-by-one: max |logit difference| {worst:.1e}")

@@ -49,11 +49,6 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
-def choices(literal: Any) -> tuple:
-    """The allowed values of a ``Literal[...]`` type: the one source for error messages and test parametrization."""
-    return get_args(literal)
-
-
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with the safe loader (no Python object tags)."""
     p = Path(path)

@@ -19,7 +19,9 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    """float32 logistic function (the one used everywhere)."""
+    """float32 logistic function (the one used everywhere). numpy's, not torch's: numpy gives every element the same
+    value wherever it sits in the array, torch's vectorised kernel does not (checked), and a row's label must not
+    depend on its position in a batch."""
     z = np.asarray(z, dtype=np.float32)
     return (np.float32(1.0) / (np.float32(1.0) + np.exp(-z))).astype(np.float32, copy=False)
 
@@ -42,8 +44,10 @@ def threshold_rule(z: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, n
 
 
 def chosen_probability(on: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Binary heads: the probability of the label chosen (p where on, 1 - p where off), float32."""
-    return np.where(on, p, np.float32(1.0) - p)
+    """Binary heads: the probability of the label chosen (p where on, 1 - p where off), float32. Exact IEEE
+    operations only, so torch's multi-threaded kernels give the same values as numpy's, wherever a row sits."""
+    pt = torch.from_numpy(np.asarray(p, dtype=np.float32))
+    return torch.where(torch.from_numpy(np.asarray(on)), pt, 1.0 - pt).numpy()
 
 
 def argmax_rule(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

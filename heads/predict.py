@@ -7,8 +7,8 @@ Schema (``predictions_schema``), for each task in head-name order:
   list<float> (every label's probability, in the label order written in the heads' ``head.json`` and the manifest).
 
 Labels come from the one decision rule (``heads.fitted``), applied to whole batches: every binary head of a batch is
-decided in one call, and every single-label head's label names are gathered with one Arrow ``take`` whose result
-is sliced per head (zero-copy), so the cost per head is a few vector operations, not a pass over the rows.
+decided in one call, and the binary heads' label columns are built a group at a time (one gather of name bytes, or
+one Arrow ``take``) and sliced per head (zero-copy), so the cost per head is a few vector operations.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from encoder.quantize import codes_from_column
 from encoder.schema import EMBEDDING, ID
@@ -46,25 +47,56 @@ def predictions_schema(heads: Sequence[FittedHead], id_type: pa.DataType = pa.st
 
 
 class _Layout:
-    """Per scorer: which heads are binary / multiclass / multilabel, their logit columns, and one dictionary of
-    every single-label head's label names (head j's names start at ``offset[j]``)."""
+    """Per scorer: which heads are binary / multiclass / multilabel and where their logits are. Binary heads whose
+    two label names have the same byte length (``"0"``/``"1"``, ``yes``/``not``...) are grouped by that length: their
+    label columns are built straight from name bytes with fixed offsets; the others share one dictionary for one
+    Arrow ``take``."""
 
     def __init__(self, scorer: FusedScorer):
         heads = scorer.heads
         self.binary = [i for i, h in enumerate(heads) if h.task.kind == "binary"]
         self.multiclass = [i for i, h in enumerate(heads) if h.task.kind == "multiclass"]
-        self.single = sorted(self.binary + self.multiclass)
-        self.row = {i: r for r, i in enumerate(self.single)}          # head index -> row of the class matrix
         self.binary_cols = np.asarray([scorer.out_slices[i][0] for i in self.binary], np.int64)
+        self.binary_are_all = self.binary_cols.tolist() == list(range(scorer.n_out))
         self.binary_thresholds = np.concatenate([heads[i].threshold_array() for i in self.binary]) \
             if self.binary else np.zeros(0, np.float32)
-        offsets, names = [], []
-        for i in self.single:
-            offsets.append(len(names))
-            names += heads[i].labels
-        self.offsets = np.asarray(offsets, np.int32)
-        self.names = pa.array(names, pa.string())
+        encoded = [[name.encode("utf-8") for name in heads[i].labels] for i in self.binary]
+        widths = [len(a) if len(a) == len(b) else -1 for a, b in encoded]
+        # width -> (positions r in self.binary, name bytes uint8[2 * heads, width]); -1 = names of unequal length
+        self.groups: dict[int, tuple[np.ndarray, np.ndarray | pa.Array]] = {}
+        for w in sorted(set(widths)):
+            rows = np.asarray([r for r, x in enumerate(widths) if x == w], np.int64)
+            names = [name for r in rows for name in encoded[r]]
+            table = (np.frombuffer(b"".join(names), np.uint8).reshape(len(names), w) if w >= 0
+                     else pa.array([n.decode("utf-8") for n in names], pa.string()))
+            self.groups[w] = (rows, table)
         self.label_arrays = [pa.array(h.labels, pa.string()) for h in heads]
+        self._offsets: dict[tuple[int, int], pa.Buffer] = {}
+
+    def fixed_offsets(self, n: int, width: int) -> pa.Buffer:
+        key = (n, width)
+        if key not in self._offsets:
+            self._offsets = {key: pa.py_buffer((np.arange(n + 1, dtype=np.int32) * width).tobytes())}
+        return self._offsets[key]
+
+    def binary_labels(self, on_t: np.ndarray) -> list[pa.Array]:
+        """on bool[binary heads, n] -> one string column per binary head (in ``self.binary`` order)."""
+        m, n = on_t.shape
+        out: list[pa.Array | None] = [None] * m
+        for width, (rows, table) in self.groups.items():
+            idx = on_t[rows].astype(np.int32)
+            idx += np.arange(0, 2 * len(rows), 2, dtype=np.int32)[:, None]
+            if width < 0:
+                taken = pc.take(table, pa.array(idx.ravel()))
+                cols = [taken.slice(k * n, n) for k in range(len(rows))]
+            else:  # fixed width: the name bytes of every row, back to back; offsets are k * width
+                data = pa.py_buffer(np.ascontiguousarray(table[idx.ravel()]))   # type: ignore[index]
+                offsets = self.fixed_offsets(n, width)
+                cols = [pa.StringArray.from_buffers(n, offsets, data.slice(k * n * width, n * width))
+                        for k in range(len(rows))]
+            for k, r in enumerate(rows):
+                out[r] = cols[k]
+        return out  # type: ignore[return-value]
 
 
 def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema) -> pa.RecordBatch:
@@ -76,20 +108,19 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
     codes = codes_from_column(batch.column(EMBEDDING), scorer.spec.n_bytes)
     logits = scorer.logits_array(codes)
     n = len(codes)
-    k = len(layout.single)
-    classes = np.empty((k, n), np.int32)      # single-label heads: chosen class, one row per head
-    scores = np.empty((k, n), np.float32)     # and its probability
-    if layout.binary:
-        on, p = threshold_rule(logits[:, layout.binary_cols], layout.binary_thresholds)
-        rows = [layout.row[i] for i in layout.binary]
-        classes[rows] = on.T
-        scores[rows] = chosen_probability(on, p).T
+    names: dict[int, pa.Array] = {}
+    scores: dict[int, np.ndarray] = {}
+    if layout.binary:  # every binary head in one call of the rule, one take, one transpose
+        z = logits if layout.binary_are_all else logits[:, layout.binary_cols]
+        z_t = torch.from_numpy(z).T.contiguous().numpy()                 # (heads, rows): each head's row contiguous
+        on_t, p_t = threshold_rule(z_t.T, layout.binary_thresholds)     # the rule on the (rows, heads) view
+        p_t = chosen_probability(on_t, p_t)
+        for r, (i, col) in enumerate(zip(layout.binary, layout.binary_labels(on_t.T))):
+            names[i], scores[i] = col, p_t.T[r]
     for i in layout.multiclass:
         s, e = scorer.out_slices[i]
         d = decide("multiclass", logits[:, s:e], np.zeros(0, np.float32))
-        classes[layout.row[i]] = d.classes
-        scores[layout.row[i]] = d.scores
-    names = pc.take(layout.names, pa.array((classes + layout.offsets[:, None]).ravel())) if k else None
+        names[i], scores[i] = pc.take(layout.label_arrays[i], pa.array(d.classes.astype(np.int32))), d.scores
     arrays: list[pa.Array] = [batch.column(ID).cast(schema.field(ID).type)]
     for i, h in enumerate(heads):
         if h.task.kind == "multilabel":
@@ -102,6 +133,5 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
             arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(0, n * (e - s) + 1, e - s, dtype=np.int32)),
                                                    pa.array(np.ascontiguousarray(d.scores).ravel())))
         else:
-            r = layout.row[i]
-            arrays += [names.slice(r * n, n), pa.array(scores[r])]
+            arrays += [names[i], pa.array(scores[i])]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

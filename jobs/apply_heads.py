@@ -35,7 +35,8 @@ class ApplyHeadsConfig:
     embeddings: str = "out/embed"            # the embed job's published folder
     heads: str = "out/heads"                 # the train_heads job's published folder (one sub-folder per task)
     output: publish.PublishConfig = field(default_factory=lambda: publish.PublishConfig(path="out/predictions"))
-    spark: SparkSettings = field(default_factory=SparkSettings)
+    # 8,192-row Arrow batches: scoring cost per batch is mostly per-row work; small batches pay per-call overheads
+    spark: SparkSettings = field(default_factory=lambda: SparkSettings(arrow_batch_rows=8192))
 
 
 def run(cfg: ApplyHeadsConfig) -> dict:

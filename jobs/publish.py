@@ -13,13 +13,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
-from encoder.typed_config import ConfigError, choice_error
+from encoder.typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
-COMPRESSIONS: tuple[str, ...] = ("zstd", "snappy", "gzip", "none")
+Compression = Literal["zstd", "snappy", "gzip", "none"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class PublishConfig:
 
     path: str                                # a symlink to the newest complete run
     keep_runs: int = 2                       # published runs kept for rollback (current included)
-    compression: str = "zstd"                # Parquet codec
+    compression: Compression = "zstd"        # Parquet codec
 
     def validate(self, source: str, prefix: str) -> None:
         if self.keep_runs < 1:
@@ -36,8 +37,6 @@ class PublishConfig:
         if "://" in self.path and not self.path.startswith("file://"):
             raise ConfigError(source, f"{prefix}path", f"= {self.path!r}; atomic publication needs a local or "
                               "mounted POSIX path (symlink swap)")
-        if self.compression not in COMPRESSIONS:
-            raise choice_error(source, f"{prefix}compression", self.compression, COMPRESSIONS)
 
 
 def runs_dir(output: Path) -> Path:

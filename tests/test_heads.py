@@ -197,3 +197,18 @@ def test_petastorm_reader_returns_every_row_once_and_matches_pyarrow(tmp_path):
     for ha, hb in zip(a, b):
         for k, v in ha.module.state_dict().items():
             torch.testing.assert_close(v, hb.module.state_dict()[k], rtol=0, atol=0)
+
+
+def test_byte_table_and_product_paths_give_the_same_logits(trained, monkeypatch):
+    """Binary codes: few outputs go through per-byte tables, many through the matrix product; both equal the heads."""
+    s = spec()
+    codes = s.encode_features(np.random.default_rng(7).normal(size=(9000, DIM)).astype(np.float32))  # 2 chunks
+    single = score_one_by_one(trained, s, codes)
+    tables = FusedScorer(trained, s)
+    assert tables.lut is not None
+    monkeypatch.setattr(FusedScorer, "LUT_MAX_OUTPUTS", 0)
+    product = FusedScorer(trained, s)
+    assert product.lut is None
+    for a, b, o in zip(tables.logits(codes), product.logits(codes), single):
+        np.testing.assert_allclose(a, o, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(b, o, rtol=1e-5, atol=1e-5)
