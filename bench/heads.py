@@ -94,7 +94,7 @@ def score_bench(args, spec, stored, table, heads, read_s) -> None:
     # Full prediction path: probabilities + Arrow columns, in 8,192-row record batches.
     schema = predictions_schema(heads)
     batches = table.slice(0, 200_000).to_batches(max_chunksize=8192)
-    full_s = median_time(lambda: [predict_batch(b, scorer, schema) for b in batches], 1)
+    full_s = median_time(lambda: [predict_batch(b, scorer, schema) for b in batches], args.repeats)
     full_rate = 200_000 / full_s
     outs = sum(h.module.n_outputs for h in heads)
     n_mlp = sum(1 for h in heads if h.module.hidden)

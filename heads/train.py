@@ -310,7 +310,7 @@ def _finish(t: TaskConfig, h: Head, best: tuple[float, dict, int], n_classes: in
     return head
 
 
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2).astype(np.float32)
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)   # stored as these decimals; compared as float32
 
 
 def tune_thresholds(head: FittedHead, val: Chunk) -> list[float]:
@@ -327,7 +327,8 @@ def tune_thresholds(head: FittedHead, val: Chunk) -> list[float]:
         if not (t == 1).any():
             out.append(0.5)
             continue
-        on, _ = threshold_rule(np.broadcast_to(zj[:, None], (len(zj), len(THRESHOLD_GRID))), THRESHOLD_GRID)
+        on, _ = threshold_rule(np.broadcast_to(zj[:, None], (len(zj), len(THRESHOLD_GRID))),
+                               THRESHOLD_GRID.astype(np.float32))
         tp = (on & (t == 1)[:, None]).sum(0)
         f1 = 2 * tp / np.maximum(on.sum(0) + (t == 1).sum(), 1)
         out.append(float(THRESHOLD_GRID[int(np.argmax(f1))]))
