@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/heads_accuracy.py
 	$(BIN)/python bench/heads_input_scale.py
+	$(BIN)/python bench/long_texts.py
 
 clean:
 	rm -rf out spark-warehouse metastore_db .pytest_cache

@@ -48,10 +48,8 @@ def build_spec(cfg: EncoderConfig, extractor: FeatureExtractor, sample_texts: Sa
             thresholds = calibrate_thresholds(x)
     mode = cfg.thresholds if cfg.quantization == "binary" else "zero"
     f = extractor.features_spec()
-    return FeatureSpec(model=f["model"], layers=tuple(f["layers"]), layer_combine=f["layer_combine"],
-                       pooling=f["pooling"], normalize=f["normalize"], max_length=f["max_length"],
-                       quantization=cfg.quantization, threshold_mode=mode, dim=f["dim"], thresholds=thresholds,
-                       scales=scales)
+    return FeatureSpec(**(f | {"layers": tuple(f["layers"])}), quantization=cfg.quantization, threshold_mode=mode,
+                       thresholds=thresholds, scales=scales)
 
 
 def _reuse(cfg: EncoderConfig, extractor: FeatureExtractor) -> FeatureSpec:

@@ -18,6 +18,7 @@ from .model import LoadedEncoder
 from .pooling import feature_dim, pool_layers, resolve_layers
 from .spec import FeatureSpec
 from .typed_config import ConfigError
+from .windows import pool_windows, window_starts, window_weights
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class Features:
 
     values: np.ndarray      # float32[n, dim]
     n_tokens: np.ndarray    # int32[n]: tokens before truncation, special tokens included
-    truncated: np.ndarray   # bool[n]: n_tokens > max_length
+    truncated: np.ndarray   # bool[n]: part of the text was not encoded (truncate: n_tokens > max_length; chunks: cut
+                            # by max_chunks)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class FeatureExtractor:
         model_max = int(getattr(loaded.model.config, "max_position_embeddings", cfg.max_length))
         if not 2 < cfg.max_length <= model_max:
             raise ConfigError(source, "encoder.max_length", f"= {cfg.max_length}; this model allows 3..{model_max}")
+        if cfg.long_text == "chunks" and cfg.chunk_tokens > model_max:
+            raise ConfigError(source, "encoder.chunk_tokens", f"= {cfg.chunk_tokens}; this model allows 3..{model_max}")
         try:
             self.layers = resolve_layers(cfg.layers, loaded.num_layers)
         except ValueError as exc:
@@ -67,9 +71,13 @@ class FeatureExtractor:
 
     def features_spec(self) -> dict:
         """The feature part of a spec this extractor reproduces (see ``FeatureSpec.features``)."""
-        return {"model": dict(sorted(self.loaded.fingerprint.items())), "layers": list(self.layers),
-                "layer_combine": self.layer_combine, "pooling": self.pooling, "normalize": self.normalize,
-                "max_length": self.max_length, "dim": self.dim}
+        out = {"model": dict(sorted(self.loaded.fingerprint.items())), "layers": list(self.layers),
+               "layer_combine": self.layer_combine, "pooling": self.pooling, "normalize": self.normalize,
+               "max_length": self.max_length, "dim": self.dim}
+        if self.cfg.long_text == "chunks":
+            out |= {"long_text": "chunks", "chunk_tokens": self.cfg.chunk_tokens,
+                    "chunk_stride": self.cfg.chunk_stride, "max_chunks": self.cfg.max_chunks}
+        return out
 
     # -- tokenization -----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
@@ -85,6 +93,50 @@ class FeatureExtractor:
             for i, ids in zip(long_rows, cut["input_ids"]):
                 full[i] = ids
         return full, counts
+
+    def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Long-text windows -> (window ids, owner int64[w], weights float64[w], token counts int32[n], cut bool[n]).
+
+        Windows 0..n-1 are the texts' first windows, in text order (so short texts batch exactly as under
+        ``truncate``); the further windows of long texts follow. Token counts include the special tokens, as under
+        ``truncate``; ``cut`` marks texts the ``max_chunks`` cap cut short.
+        """
+        tok = self.loaded.tokenizer
+        content_ids = tok(list(texts), add_special_tokens=False, truncation=False, return_attention_mask=False,
+                          return_token_type_ids=False, verbose=False)["input_ids"]
+        prefix, suffix = self._special_tokens()
+        content = self.cfg.chunk_tokens - len(prefix) - len(suffix)
+        first: list[list[int]] = []
+        more: list[list[int]] = []
+        owner_more: list[int] = []
+        weights_first = np.empty(len(texts), np.float64)
+        weights_more: list[np.ndarray] = []
+        cut = np.zeros(len(texts), bool)
+        for i, ids in enumerate(content_ids):
+            starts, cut[i] = window_starts(len(ids), content, self.cfg.chunk_stride, self.cfg.max_chunks)
+            w = window_weights(starts, content, len(ids))
+            first.append(prefix + ids[:content] + suffix)
+            weights_first[i] = w[0]
+            for s in starts[1:]:
+                more.append(prefix + ids[s:s + content] + suffix)
+                owner_more.append(i)
+            weights_more.append(w[1:])
+        counts = np.fromiter((len(x) + len(prefix) + len(suffix) for x in content_ids), dtype=np.int32,
+                             count=len(content_ids))
+        owner = np.concatenate([np.arange(len(texts)), np.asarray(owner_more, np.int64)]).astype(np.int64)
+        weights = np.concatenate([weights_first, *weights_more]) if weights_more else weights_first
+        return first + more, owner, weights, counts, cut
+
+    def _special_tokens(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts before and after a text's content (BERT: [CLS] / [SEP]), found by tokenizing
+        a probe text with and without them, so each window gets exactly the wrapping a whole text gets."""
+        tok = self.loaded.tokenizer
+        with_special = tok("hello world", add_special_tokens=True)["input_ids"]
+        bare = tok("hello world", add_special_tokens=False)["input_ids"]
+        for k in range(len(with_special) - len(bare) + 1):
+            if with_special[k:k + len(bare)] == bare:
+                return with_special[:k], with_special[k + len(bare):]
+        raise ValueError("cannot find how this tokenizer wraps a text in special tokens")
 
     # -- features ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -106,18 +158,34 @@ class FeatureExtractor:
         hidden = {self.loaded.num_layers: out.last_hidden_state} if only_last else out.hidden_states
         return pool_layers(hidden, mask, self.layers, self.pooling, self.layer_combine, self.normalize)  # type: ignore[arg-type]
 
+    def encode_ids(self, ids: list[list[int]], n_first: int) -> np.ndarray:
+        """Token id lists -> pooled float32[len(ids), dim], in order, in length-bucketed batches under the budget.
+
+        The first ``n_first`` lists (each text's first window, its only one when short) are batched exactly as under
+        truncate; further windows of long texts get batches of their own, so they never change a short text's batch
+        (and so its bits).
+        """
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        batches = plan_batches(lengths[:n_first], self.token_budget, self.max_batch_rows)
+        if len(ids) > n_first:
+            batches += [b + n_first for b in plan_batches(lengths[n_first:], self.token_budget, self.max_batch_rows)]
+        parts = [self._forward([ids[i] for i in b]).float().cpu().numpy() for b in batches]
+        return restore_order(parts, batches, len(ids))
+
     def features(self, texts: Sequence[str]) -> Features:
         """Texts -> float32[n, dim] features with token counts and truncation flags, in input order."""
         n = len(texts)
         if n == 0:
             return Features(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int32), np.zeros(0, bool))
         uniq, inverse = unique_texts(texts)
-        ids, counts = self.tokenize(uniq)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        batches = plan_batches(lengths, self.token_budget, self.max_batch_rows)
-        parts = [self._forward([ids[i] for i in b]).float().cpu().numpy() for b in batches]
-        values = restore_order(parts, batches, len(uniq))
-        return Features(values[inverse], counts[inverse], counts[inverse] > self.max_length)
+        if self.cfg.long_text == "chunks":
+            ids, owner, weights, counts, cut = self.windows(uniq)
+            values = pool_windows(self.encode_ids(ids, len(uniq)), owner, weights, len(uniq), self.normalize)
+        else:
+            ids, counts = self.tokenize(uniq)
+            cut = counts > self.max_length
+            values = self.encode_ids(ids, len(ids))
+        return Features(values[inverse], counts[inverse], cut[inverse])
 
     def check_spec(self, spec: FeatureSpec) -> None:
         """Refuse a spec this extractor would not reproduce (other model, layers, pooling, ...)."""

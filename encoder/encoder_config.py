@@ -10,6 +10,7 @@ from .quantize import Quantization, ThresholdMode
 from .typed_config import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
+LongText = Literal["truncate", "chunks"]
 Autocast = Literal["none", "fp16", "bf16"]
 
 
@@ -28,6 +29,13 @@ class EncoderConfig:
     pooling: Pooling = "mean"                # the model was trained with mean pooling
     normalize: bool = True                   # unit length, as the model's own pipeline does
     max_length: int = 256                    # the model's training length; longer texts are truncated and flagged
+    # Texts longer than max_length: 'truncate' encodes the first max_length tokens; 'chunks' encodes overlapping
+    # windows of chunk_tokens tokens (special tokens included) every chunk_stride tokens and pools them into one
+    # feature per text (README, "Long texts", has the measured accuracy and cost).
+    long_text: LongText = "truncate"
+    chunk_tokens: int = 256                  # window length; at max_length a text's first window is its truncation
+    chunk_stride: int = 224                  # tokens between window starts: 30 tokens of overlap at 256 (1.13x tokens)
+    max_chunks: int = 32                     # windows per text at most (~6,000 tokens); a text cut here is flagged
     quantization: Quantization = "binary"    # binary: 1 bit/dim, 16x smaller than fp16
     # zero = sign bit; calibrated = per-dimension median of a sample of this input (balanced bits).
     thresholds: ThresholdMode = "zero"
@@ -50,5 +58,12 @@ class EncoderConfig:
         for key in ("calibration_rows", "token_budget", "gpu_token_budget", "max_batch_rows"):
             if getattr(self, key) < 1:
                 raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected >= 1")
+        if not 3 <= self.chunk_tokens <= 512:
+            raise ConfigError(source, f"{prefix}chunk_tokens", f"= {self.chunk_tokens}; expected 3..512")
+        if not 1 <= self.chunk_stride <= self.chunk_tokens - 2:
+            raise ConfigError(source, f"{prefix}chunk_stride", f"= {self.chunk_stride}; expected 1..chunk_tokens - 2 "
+                              f"({self.chunk_tokens - 2}): windows must overlap or touch")
+        if self.max_chunks < 1:
+            raise ConfigError(source, f"{prefix}max_chunks", f"= {self.max_chunks}; expected >= 1")
         if self.thresholds_from is not None and self.thresholds != "calibrated" and self.quantization == "binary":
             raise ConfigError(source, f"{prefix}thresholds_from", "is only used with thresholds: calibrated")

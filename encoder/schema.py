@@ -39,7 +39,8 @@ def embedding_schema(id_type: pa.DataType = pa.string(), passthrough: pa.Schema 
         pa.field(EMBEDDING, pa.binary(), nullable=False),
         pa.field(TEXT_SHA256, pa.string(), nullable=False),   # sha256 of the UTF-8 text, to join back or dedupe
         pa.field(N_TOKENS, pa.int32(), nullable=False),       # tokens before truncation, special tokens included
-        pa.field(TRUNCATED, pa.bool_(), nullable=False),      # n_tokens > spec.max_length: encoded from a prefix
+        pa.field(TRUNCATED, pa.bool_(), nullable=False),      # part of the text was not encoded (truncate: longer
+                                                              # than max_length; chunks: cut by max_chunks)
     ]
     for f in passthrough or []:
         if f.name in CORE_COLUMNS:

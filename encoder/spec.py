@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 
 from .artifacts import read_versioned_json
+from .encoder_config import LongText
 from .quantize import BITORDER, QUANTIZATIONS, THRESHOLD_MODES, code_bytes, dequantize, quantize
 
-SPEC_FORMAT_VERSION = 1
+SPEC_FORMAT_VERSION = 2          # 2 added the long-text strategy; a 'truncate' spec is still written as version 1
+READABLE_VERSIONS = (1, 2)
+LONG_TEXTS: tuple[str, ...] = typing.get_args(LongText)
 SPEC_JSON = "feature_spec.json"
 SPEC_TENSORS = "feature_spec.safetensors"
 
@@ -30,6 +33,7 @@ class SpecMismatchError(ValueError):
 
 
 FEATURES = {"part": "features"}   # decided by the model and the extractor: a table and an encoder must agree on these
+CHUNKS = {"part": "features", "long_text": True}   # features that exist only under long_text = chunks
 CODES = {"part": "codes"}         # decided by the quantizer
 ARRAY = {"part": "array"}         # per-dimension arrays, stored in the safetensors file
 
@@ -51,12 +55,20 @@ class FeatureSpec:
     quantization: str = field(metadata=CODES)               # binary | int8 | fp16 | fp32
     threshold_mode: str = field(metadata=CODES)             # zero | calibrated (binary only; 'zero' otherwise)
     dim: int = field(metadata=FEATURES)                     # float feature width before quantization
+    long_text: str = field(default="truncate", metadata=FEATURES)   # truncate | chunks (encoder/windows.py)
+    chunk_tokens: int = field(default=0, metadata=CHUNKS)   # chunks: window length, special tokens included
+    chunk_stride: int = field(default=0, metadata=CHUNKS)   # chunks: tokens between window starts
+    max_chunks: int = field(default=0, metadata=CHUNKS)     # chunks: windows per text at most
     thresholds: np.ndarray | None = field(default=None, repr=False, metadata=ARRAY)
     scales: np.ndarray | None = field(default=None, repr=False, metadata=ARRAY)
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization = {self.quantization!r}; expected one of {QUANTIZATIONS}")
+        if self.long_text not in LONG_TEXTS:
+            raise ValueError(f"long_text = {self.long_text!r}; expected one of {LONG_TEXTS}")
+        if self.long_text == "chunks" and min(self.chunk_tokens, self.chunk_stride, self.max_chunks) < 1:
+            raise ValueError("a chunks spec needs chunk_tokens, chunk_stride and max_chunks >= 1")
         if self.threshold_mode not in THRESHOLD_MODES:
             raise ValueError(f"threshold_mode = {self.threshold_mode!r}; expected one of {THRESHOLD_MODES}")
         if self.quantization == "binary" and self.threshold_mode == "calibrated" and self.thresholds is None:
@@ -74,17 +86,22 @@ class FeatureSpec:
         return code_bytes(self.dim, self.quantization)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The JSON part (no arrays): every non-array field, plus the format version and derived facts."""
-        out: dict[str, Any] = {"format_version": SPEC_FORMAT_VERSION}
-        for f in dataclasses.fields(self):
-            if _part(f) != "array":
-                out[f.name] = _jsonable(getattr(self, f.name))
+        """The JSON part (no arrays): every non-array field, plus the format version and derived facts.
+
+        A ``truncate`` spec is written exactly as format version 1 wrote it (no long-text keys), so its fingerprint
+        and every table and head made with it stay valid.
+        """
+        chunks = self.long_text == "chunks"
+        out: dict[str, Any] = {"format_version": SPEC_FORMAT_VERSION if chunks else 1}
+        for f in _written_fields(chunks):
+            out[f.name] = _jsonable(getattr(self, f.name))
         return out | {"n_bytes": self.n_bytes, "bitorder": BITORDER,
                       "arrays": sorted(k for k in array_fields() if getattr(self, k) is not None)}
 
     def features(self) -> dict[str, Any]:
         """The part an extractor must reproduce (model, layers, pooling, ...), as JSON values."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if _part(f) == "features"}
+        return {f.name: _jsonable(getattr(self, f.name)) for f in _written_fields(self.long_text == "chunks")
+                if _part(f) == "features"}
 
     @property
     def fingerprint(self) -> str:
@@ -133,7 +150,7 @@ class FeatureSpec:
 
         p = Path(path)
         json_path = p / SPEC_JSON if p.is_dir() else p
-        meta = read_versioned_json(json_path, SPEC_FORMAT_VERSION, "feature spec")
+        meta = read_versioned_json(json_path, READABLE_VERSIONS, "feature spec")
         arrays: dict[str, np.ndarray] = {}
         if meta.get("arrays"):
             arrays = load_file(str(json_path.parent / SPEC_TENSORS))
@@ -151,8 +168,10 @@ class FeatureSpec:
         for f in dataclasses.fields(cls):
             if _part(f) == "array":
                 kwargs[f.name] = arrays.get(f.name)
-            else:
+            elif f.name in meta:
                 kwargs[f.name] = _from_json(hints[f.name], meta[f.name])
+            elif f.default is dataclasses.MISSING:
+                raise ValueError(f"feature spec has no {f.name!r}")
         return cls(**kwargs)
 
     def check_features(self, features: dict[str, Any], what: str) -> None:
@@ -171,6 +190,12 @@ def array_fields() -> tuple[str, ...]:
 
 def _part(f: dataclasses.Field) -> str:
     return f.metadata.get("part", "")
+
+
+def _written_fields(chunks: bool) -> list[dataclasses.Field]:
+    """The fields a spec's JSON holds: all but the arrays, and the long-text ones only under chunks."""
+    return [f for f in dataclasses.fields(FeatureSpec) if _part(f) != "array"
+            and (chunks or (f.name != "long_text" and not f.metadata.get("long_text")))]
 
 
 def _jsonable(v: Any) -> Any:

@@ -212,3 +212,29 @@ def test_calibrated_thresholds_are_stored_and_reused(spark, tmp_path, sample_sli
     with pytest.raises(ConfigError, match=r"encoder\.thresholds_from holds a binary/zero spec"):
         embed.run(config(tmp_path / "mixed", sample_slice, "parquet", "encoder.thresholds=calibrated",
                          f"encoder.thresholds_from={zero}"))
+
+
+def test_chunks_give_the_truncate_codes_for_short_texts_and_identical_reruns(spark, tmp_path, sample_slice):
+    """Every sample text fits one window: the chunks table holds the truncate table's codes, and reruns repeat."""
+    src = tmp_path / "with_long.parquet"
+    t = pq.read_table(sample_slice, columns=["id", "text", "split"]).slice(0, 120)
+    long_text = " ".join(pq.read_table(sample_slice).column("text").to_pylist()[150:250])   # varied, > 256 tokens
+    pq.write_table(pa.concat_tables([t, pa.table({"id": ["long"], "text": [long_text], "split": ["train"]})
+                                     .cast(t.schema)]), src)
+    trunc = config(tmp_path / "t", src)
+    chunks = config(tmp_path / "c", src, "parquet", "encoder.long_text=chunks", "output.keep_runs=1")
+    embed.run(trunc)
+    m = embed.run(chunks)
+    assert m["feature_spec"]["long_text"] == "chunks" and m["feature_spec"]["format_version"] == 2
+    a = pq.read_table(Path(trunc.output.path) / "embeddings").to_pydict()
+    b = pq.read_table(Path(chunks.output.path) / "embeddings").to_pydict()
+    ta, tb = dict(zip(a["id"], a["embedding"])), dict(zip(b["id"], b["embedding"]))
+    assert all(ta[i] == tb[i] for i in ta if i != "long")          # one window: identical codes
+    assert ta["long"] != tb["long"]
+    flags = dict(zip(b["id"], zip(b["n_tokens"], b["truncated"])))
+    n_long = dict(zip(a["id"], a["n_tokens"]))["long"]
+    assert n_long > 600 and flags["long"] == (n_long, False)       # read whole: not truncated
+    assert dict(zip(a["id"], a["truncated"]))["long"] is True
+    first = file_hashes(Path(chunks.output.path) / "embeddings")
+    embed.run(chunks)
+    assert file_hashes(Path(chunks.output.path) / "embeddings") == first
