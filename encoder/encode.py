@@ -55,6 +55,13 @@ class FeatureExtractor:
             raise ConfigError(source, "encoder.max_length", f"= {cfg.max_length}; this model allows 3..{model_max}")
         if cfg.long_text == "chunks" and cfg.chunk_tokens > model_max:
             raise ConfigError(source, "encoder.chunk_tokens", f"= {cfg.chunk_tokens}; this model allows 3..{model_max}")
+        self.loaded = loaded
+        if cfg.long_text == "chunks":
+            prefix, suffix = self._special_tokens()
+            content = cfg.chunk_tokens - len(prefix) - len(suffix)
+            if not 1 <= cfg.chunk_stride <= content:
+                raise ConfigError(source, "encoder.chunk_stride", f"= {cfg.chunk_stride}; with {len(prefix) + len(suffix)} "
+                                  f"special tokens per window this model allows 1..{content}")
         try:
             self.layers = resolve_layers(cfg.layers, loaded.num_layers)
         except ValueError as exc:

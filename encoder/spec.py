@@ -177,9 +177,9 @@ class FeatureSpec:
     def check_features(self, features: dict[str, Any], what: str) -> None:
         """Refuse when ``features`` (what an extractor computes) differ from this spec's feature part."""
         mine = self.features()
-        diff = [k for k in mine if mine[k] != features.get(k)]
+        diff = [k for k in sorted(mine.keys() | features.keys()) if mine.get(k) != features.get(k)]
         if diff:
-            detail = "; ".join(f"{k}: spec {mine[k]!r}, {what} {features.get(k)!r}" for k in diff)
+            detail = "; ".join(f"{k}: spec {mine.get(k)!r}, {what} {features.get(k)!r}" for k in diff)
             raise SpecMismatchError(f"feature spec {self.fingerprint[:16]}… does not match {what} ({detail})")
 
 

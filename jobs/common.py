@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from encoder.typed_config import apply_overrides, build, read_yaml
-from jobs.errors import exit_code
+from jobs.errors import exit_code, one_line
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -84,6 +84,6 @@ def run_main(fn: Callable[[Any], Any], argv: list[str] | None, prog: str, defaul
         code = exit_code(exc)
         if code is None:
             raise
-        print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{prog}: {one_line(exc)}", file=sys.stderr)
         return code
     return 0

@@ -31,8 +31,22 @@ EXIT_CODES: dict[type[BaseException], int] = {
 
 
 def exit_code(exc: BaseException) -> int | None:
-    """The documented exit code of a known error, or None for an unexpected one."""
+    """The documented exit code of a known error, or None for an unexpected one. A known error raised on an
+    executor reaches the driver wrapped in Spark's PythonException; its class name is read from the message."""
     for cls, code in EXIT_CODES.items():
         if isinstance(exc, cls):
             return code
+    if type(exc).__name__ == "PythonException":
+        return next((code for cls, code in EXIT_CODES.items() if f"{cls.__name__}: " in str(exc)), None)
     return None
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: its class and message (for an executor's error, from the line naming the class)."""
+    if type(exc).__name__ == "PythonException":
+        for line in reversed(str(exc).splitlines()):
+            for cls in EXIT_CODES:
+                k = line.find(f"{cls.__name__}: ")
+                if k >= 0:
+                    return line[k:].strip()
+    return f"{type(exc).__name__}: {exc}"

@@ -70,6 +70,11 @@ class TrainHeadsConfig:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(source, "tasks", f"names {dup} more than once; task names must be unique")
+        columns = [c for t in self.tasks for c in (t.name, f"{t.name}_score", f"{t.name}_scores")]
+        clash = sorted({t.name for t in self.tasks if t.name == ID or columns.count(t.name) > 1})
+        if clash:
+            raise ConfigError(source, "tasks", f"names {clash} clash with the predictions table's columns (id, "
+                              "<task>, <task>_score, <task>_scores); rename them")
         if self.arrow_max_rows < 1:
             raise ConfigError(source, "arrow_max_rows", f"= {self.arrow_max_rows}; expected >= 1")
 

@@ -120,3 +120,25 @@ def test_macro_f1_averages_only_labels_with_a_positive():
     m = multilabel_metrics(y, pred, np.ones_like(y, bool), ["a", "b", "c"])
     assert m["per_label_f1"] == {"a": 1.0, "b": None, "c": 0.0}
     assert m["scored_labels"] == 2 and m["macro_f1"] == pytest.approx(0.5)
+
+
+def test_task_names_that_clash_with_prediction_columns_are_refused():
+    base = {"embeddings": "e", "labels": {"path": "l"}}
+    for tasks in ([{"name": "id", "kind": "binary", "columns": ["y"]}],
+                  [{"name": "x", "kind": "binary", "columns": ["y"]},
+                   {"name": "x_score", "kind": "binary", "columns": ["z"]}]):
+        with pytest.raises(ConfigError, match="clash with the predictions table"):
+            build(TrainHeadsConfig, base | {"tasks": tasks}, "x", "")
+
+
+def test_known_errors_raised_on_executors_keep_their_exit_code():
+    from jobs.errors import exit_code, one_line
+
+    class PythonException(Exception):   # the name Spark's wrapper has on the driver
+        pass
+
+    exc = PythonException("An exception was thrown from the Python worker.\nTraceback (most recent call last):\n"
+                          "  File x\nencoder.spec.SpecMismatchError: feature spec abc does not match this encoder\n")
+    assert exit_code(exc) == 5
+    assert one_line(exc) == "SpecMismatchError: feature spec abc does not match this encoder"
+    assert exit_code(PythonException("ZeroDivisionError: division by zero")) is None

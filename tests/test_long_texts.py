@@ -118,3 +118,11 @@ def test_the_strategy_is_part_of_the_spec_and_old_specs_stay_valid(tiny_loaded, 
 def test_long_text_settings_are_validated(data, key):
     with pytest.raises(ConfigError, match=rf"encoder\.{key} "):
         build(EncoderConfig, data, "x.yaml", "encoder.")
+
+
+def test_a_chunks_encoder_refuses_a_truncate_spec(tiny_loaded):
+    """A reused truncate spec has no long-text keys; the chunks encoder's extra keys must still count."""
+    trunc_cfg = EncoderConfig()
+    trunc = build_spec(trunc_cfg, FeatureExtractor(tiny_loaded, trunc_cfg))
+    with pytest.raises(Exception, match="long_text"):
+        FeatureExtractor(tiny_loaded, EncoderConfig(long_text="chunks")).check_spec(trunc)
