@@ -84,3 +84,14 @@ def test_a_missing_passthrough_column_is_reported_before_spark(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len([line for line in err if "InputError" in line]) == 1
     assert "has no column(s) ['split']" in err[-1]
+
+
+def test_code_index_over_a_published_table_finds_a_row_by_its_text(two_tables):
+    from encoder.search import CodeIndex
+
+    index = CodeIndex.from_table(two_tables / "a")
+    t = pq.read_table(SAMPLE).slice(0, 80).to_pydict()
+    out = index.search([t["text"][17], t["text"][42]], k=3).to_pydict()
+    assert out["id"][0] == t["id"][17] and out["hamming"][0] == 0
+    assert out["id"][3] == t["id"][42] and out["hamming"][3] == 0
+    assert len(index.ids) == 80 and index.codes.shape == (80, 48)
