@@ -46,7 +46,11 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
 
 def load_yaml(text: str):
     """Parse YAML text with the project's safe loader (no Python object tags, YAML 1.2 booleans)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    loader = _Loader(text)   # a SafeLoader: what yaml.safe_load does, with the booleans above
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> dict:

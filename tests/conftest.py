@@ -22,6 +22,14 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "man", "
               "very", "not", "i", "you", "it", "was", "and", "of", "to", "in"]
 
 
+def crash_after(fn):
+    """``fn`` that raises an injected OSError after it has done its work (e.g. after the data files are written)."""
+    def wrapped(*args, **kwargs):
+        fn(*args, **kwargs)
+        raise OSError("disk full (injected)")
+    return wrapped
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with a 34-word vocabulary, saved as safetensors + tokenizer files."""

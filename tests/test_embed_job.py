@@ -20,7 +20,7 @@ from jobs import embed
 from jobs.common import load_config
 from jobs.errors import InputError
 
-from .conftest import SAMPLE
+from .conftest import SAMPLE, crash_after
 
 pytestmark = pytest.mark.e2e
 
@@ -158,13 +158,7 @@ def test_failure_mid_write_leaves_previous_table_intact(spark, tmp_path, sample_
     cfg = config(tmp_path, sample_slice)
     embed.run(cfg)
     before = _published(cfg)
-    real_write = embed.write_table
-
-    def crash_after_data(df, path, compression):
-        real_write(df, path, compression)
-        raise OSError("disk full (injected)")
-
-    monkeypatch.setattr(embed, "write_table", crash_after_data)
+    monkeypatch.setattr(embed, "write_table", crash_after(embed.write_table))
     with pytest.raises(OSError, match="injected"):
         embed.run(cfg)
     assert _published(cfg) == before

@@ -17,7 +17,7 @@ from jobs import apply_heads, embed, train_heads
 from jobs.common import load_config
 from encoder.table import open_table
 
-from .conftest import SAMPLE
+from .conftest import SAMPLE, crash_after
 
 pytestmark = pytest.mark.e2e
 
@@ -152,13 +152,7 @@ def test_apply_heads_rerun_is_identical_and_a_failure_publishes_nothing(pipeline
     assert out.resolve() != first_run and pq.read_table(out / "predictions").equals(first)
     assert _hashes(out / "predictions", "*.parquet") == _hashes(first_run / "predictions", "*.parquet")
     before = out.resolve()
-    real = apply_heads.write_table
-
-    def crash_after_data(df, path, compression):
-        real(df, path, compression)
-        raise OSError("disk full (injected)")
-
-    monkeypatch.setattr(apply_heads, "write_table", crash_after_data)
+    monkeypatch.setattr(apply_heads, "write_table", crash_after(apply_heads.write_table))
     with pytest.raises(OSError, match="injected"):
         apply_heads.run(cfg)
     assert out.resolve() == before and pq.read_table(out / "predictions").equals(first)
