@@ -22,7 +22,7 @@ import torch
 from encoder.quantize import codes_from_column
 from encoder.schema import EMBEDDING, ID
 
-from .fitted import FittedHead, chosen_probability, decide, threshold_rule
+from .fitted import FittedHead, chosen_probability, threshold_rule
 from .score import FusedScorer
 
 PREDICTIONS_FORMAT_VERSION = 1
@@ -119,7 +119,7 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
             names[i], scores[i] = col, p_t.T[r]
     for i in layout.multiclass:
         s, e = scorer.out_slices[i]
-        d = decide("multiclass", logits[:, s:e], np.zeros(0, np.float32))
+        d = heads[i].decide(logits[:, s:e])
         names[i], scores[i] = pc.take(layout.label_arrays[i], pa.array(d.classes.astype(np.int32))), d.scores
     arrays: list[pa.Array] = [batch.column(ID).cast(schema.field(ID).type)]
     for i, h in enumerate(heads):

@@ -41,11 +41,12 @@ class ApplyHeadsConfig:
 
 def run(cfg: ApplyHeadsConfig) -> dict:
     t0 = time.perf_counter()
-    spec = open_table(cfg.embeddings).spec
+    table = open_table(cfg.embeddings)
+    spec = table.spec
     heads_dir = Path(cfg.heads).resolve()
     heads = load_heads(heads_dir, spec)     # a head of another feature spec is refused here, before Spark starts
     spark = spark_session(cfg.spark, "apply_heads")
-    emb = open_embeddings(spark, cfg.embeddings, (ID, EMBEDDING))
+    emb = open_embeddings(spark, table, (ID, EMBEDDING))
     schema = predictions_schema(heads, arrow_type(emb.df.schema[ID].dataType))
     run_id, staging = publish.begin_run(cfg.output.path)
     fn = partial(_score, heads_dir=str(heads_dir), spec=spec, schema=schema)

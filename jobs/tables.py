@@ -19,9 +19,7 @@ import pyarrow.parquet as pq
 
 from encoder.schema import ID
 from encoder.spec import FeatureSpec
-from encoder.table import PublishedTable, TableError, open_table
-
-MANIFEST = "manifest.json"
+from encoder.table import MANIFEST, PublishedTable, TableError, open_table
 
 
 @dataclass(frozen=True)
@@ -36,12 +34,13 @@ class EmbeddingsInput:
         return self.table.spec
 
 
-def open_embeddings(spark, folder: str | Path, columns: tuple[str, ...] = ()) -> EmbeddingsInput:
-    """Open a published embedding table for a job: every file's spec checked (``encoder.table.open_table``) and its
-    ids checked unique, as the table promises (one Spark aggregation over the id column)."""
+def open_embeddings(spark, folder: str | Path | PublishedTable, columns: tuple[str, ...] = ()) -> EmbeddingsInput:
+    """Open a published embedding table for a job: every file's spec checked (``encoder.table.open_table``; pass its
+    result to skip a second read of the footers) and its ids checked unique, as the table promises (one Spark
+    aggregation over the id column)."""
     from pyspark.sql import functions as F
 
-    table = open_table(folder)
+    table = folder if isinstance(folder, PublishedTable) else open_table(folder)
     df = spark.read.parquet(*[f.absolute().as_uri() for f in table.files])
     dup = (df.groupBy(ID).agg(F.count(F.lit(1)).alias("n")).where("n > 1")
            .orderBy(ID).limit(1).collect())
