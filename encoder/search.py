@@ -1,9 +1,13 @@
-"""Exact nearest neighbours by Hamming distance over packed binary codes (plain numpy; what an analyst's notebook and
-the Spark search job run).
+"""Exact nearest neighbours and near-duplicates by Hamming distance over packed binary codes (no Spark; what an
+analyst's notebook, the Spark neighbours job and the SQL ``hamming`` function run).
 
-Codes are XORed as 64-bit words and counted with a 16-bit popcount table, corpus block by block; each block keeps its
-k best by one ``argpartition`` on a composite key (distance, then the id's rank in sorted order), so ties are broken
-by id and the result does not depend on how the corpus was cut into blocks.
+Distances of many queries against a block of codes are one lookup-table sum: for each byte position j and byte value
+v, ``popcount(q[j] ^ v)`` is precomputed per query, so a code's distances to every query are the sum of 48 (one per
+byte) table rows. That is one ``torch.embedding_bag`` call in fp16 (exact: integer sums below 2048), measured faster
+than 64-bit XOR + popcount tables in numpy and than FAISS ``IndexBinaryFlat`` on 2 cores (``bench/search.py``).
+
+Ties are broken by id: corpora are held in id order, and among equal distances the lower row wins, so results are
+exact and deterministic whatever the block size or the order the rows arrived in.
 """
 from __future__ import annotations
 
@@ -13,13 +17,18 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
 
 from .quantize import codes_from_column
 from .schema import EMBEDDING, ID
 from .spec import FeatureSpec
 
+_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _POPCOUNT16 = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.uint8)
+_FP16_EXACT_BITS = 2048   # fp16 holds every integer up to 2048 exactly: sums of wider codes go through fp32
 
 
 def _words(codes: np.ndarray) -> np.ndarray:
@@ -31,45 +40,178 @@ def _words(codes: np.ndarray) -> np.ndarray:
     return codes.view(np.uint64)
 
 
+def pair_hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-aligned bit distances: uint8[n, n_bytes] x uint8[n, n_bytes] -> int32[n] (row i of a against row i of b).
+
+    64-bit XOR and a 16-bit popcount table: what the SQL ``hamming(a, b)`` function and pair checks use."""
+    if a.shape != b.shape:
+        raise ValueError(f"hamming needs codes of the same shape; got {a.shape} and {b.shape}")
+    x = np.bitwise_xor(_words(a), _words(b))
+    return _POPCOUNT16[x.view(np.uint16)].sum(axis=1, dtype=np.int32)
+
+
+class _QueryTable:
+    """Per query set: the table T[j * 256 + v, q] = popcount(queries[q, j] ^ v), for ``embedding_bag`` sums."""
+
+    def __init__(self, queries: np.ndarray):
+        queries = np.ascontiguousarray(queries, dtype=np.uint8)
+        self.n_bytes = queries.shape[1]
+        dtype = torch.float16 if 8 * self.n_bytes < _FP16_EXACT_BITS else torch.float32
+        v = np.arange(256, dtype=np.uint8)
+        t = _POPCOUNT8[queries.T[:, None, :] ^ v[None, :, None]]                  # (n_bytes, 256, q)
+        self.table = torch.from_numpy(np.ascontiguousarray(t.reshape(self.n_bytes * 256, len(queries)))).to(dtype)
+        self.offsets = torch.arange(self.n_bytes, dtype=torch.int64) * 256
+
+    def distances(self, codes: np.ndarray) -> torch.Tensor:
+        """uint8[n, n_bytes] -> distances (n, q) as floats holding exact integers."""
+        idx = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.uint8)).to(torch.int64) + self.offsets
+        return F.embedding_bag(idx, self.table, mode="sum")
+
+
 def hamming(queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Bit distances: uint8[q, n_bytes] x uint8[n, n_bytes] -> int32[q, n]."""
-    qw, cw = _words(queries), _words(codes)
-    out = np.empty((len(qw), len(cw)), np.int32)
-    for i, q in enumerate(qw):
-        x = np.bitwise_xor(cw, q[None, :])
-        out[i] = _POPCOUNT16[x.view(np.uint16)].sum(axis=1, dtype=np.int32)
-    return out
+    """Bit distances of every query to every code: uint8[q, n_bytes] x uint8[n, n_bytes] -> int32[q, n]."""
+    if queries.shape[1] != codes.shape[1]:
+        raise ValueError(f"queries have {queries.shape[1]} bytes per code, the corpus {codes.shape[1]}")
+    if len(queries) == 0 or len(codes) == 0:
+        return np.zeros((len(queries), len(codes)), np.int32)
+    return _QueryTable(queries).distances(codes).T.to(torch.int32).numpy()
 
 
-def top_k(queries: np.ndarray, codes: np.ndarray, id_rank: np.ndarray, k: int, block_rows: int = 262_144
+def top_k(queries: np.ndarray, codes: np.ndarray, k: int, block_rows: int = 8192, query_batch: int = 256
           ) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest corpus rows of each query -> (rows int64[q, k'], distances int32[q, k']), k' = min(k, n).
+    """The k nearest rows of ``codes`` for each query -> (rows int64[q, k'], distances int32[q, k']), k' = min(k, n).
 
-    Sorted by distance, ties by ``id_rank`` (each row's position in the ids' sorted order), so results are exact and
-    deterministic.
+    Sorted by distance, ties by row: hold the corpus in id order and ties go by id. Each block's candidates are the
+    rows strictly closer than the query's current k-th best (a later row never wins a tie), so after the first blocks
+    only a handful of rows per query reach the exact merge.
     """
-    n = len(codes)
+    n, nq = len(codes), len(queries)
     k = min(k, n)
-    if k < 1:
-        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.int32)
-    best = np.zeros((len(queries), 0), np.int64)          # composite keys: distance * n + id rank
+    if k < 1 or nq == 0:
+        return np.zeros((nq, 0), np.int64), np.zeros((nq, 0), np.int32)
+    if queries.shape[1] != codes.shape[1]:
+        raise ValueError(f"queries have {queries.shape[1]} bytes per code, the corpus {codes.shape[1]}")
+    rows_out, dist_out = [], []
+    for qs in range(0, nq, query_batch):
+        r, d = _top_k_batch(_QueryTable(queries[qs:qs + query_batch]), codes, k, block_rows)
+        rows_out.append(r)
+        dist_out.append(d)
+    return np.concatenate(rows_out), np.concatenate(dist_out)
+
+
+def _top_k_batch(qt: _QueryTable, codes: np.ndarray, k: int, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(codes)
+    nq = qt.table.shape[1]
+    big = (8 * qt.n_bytes + 1) * n                           # key = distance * n + row, exact in int64
+    best = np.full((nq, k), big, np.int64)                  # each query's k best keys, sorted
+    bound = None                                            # the k-th best distance of each query, once k are found
     for start in range(0, n, block_rows):
-        d = hamming(queries, codes[start:start + block_rows]).astype(np.int64)
-        keys = np.concatenate([best, d * n + id_rank[start:start + block_rows][None, :]], axis=1)
-        if keys.shape[1] > k:
-            keys = np.take_along_axis(keys, np.argpartition(keys, k - 1, axis=1)[:, :k], axis=1)
-        best = keys
-    best = np.sort(best, axis=1)
-    order = np.argsort(id_rank)
-    return order[best % n], (best // n).astype(np.int32)
+        d = qt.distances(codes[start:start + block_rows])                 # (rows, nq)
+        if bound is None:   # first block(s): the block's own k best per query, on a (distance, row) key
+            nb = len(d)
+            wide = torch.float64 if (8 * qt.n_bytes + 1) * nb >= 1 << 24 else torch.float32
+            keys = d.to(wide) * nb + torch.arange(nb, dtype=wide)[:, None]
+            r = keys.topk(min(k, nb), dim=0, largest=False).indices            # (k, nq)
+            q = torch.arange(nq).expand_as(r)
+            r, q = r.reshape(-1), q.reshape(-1)
+        else:               # a later row never wins a tie, so only rows strictly closer than the k-th best
+            r, q = torch.nonzero(d < bound, as_tuple=True)
+            if len(r) == 0:
+                continue
+        keys = d[r, q].to(torch.int64).numpy() * n + (r.numpy() + start)
+        best = _merge(best, q.numpy(), keys, k, big)
+        if (best[:, -1] < big).all():
+            bound = torch.from_numpy((best[:, -1] // n).astype(np.float32)[None, :]).to(qt.table.dtype)
+    return best % n, (best // n).astype(np.int32)
 
 
+def _merge(best: np.ndarray, q: np.ndarray, keys: np.ndarray, k: int, big: int) -> np.ndarray:
+    """Each query's k smallest of its current best keys and its new candidate keys."""
+    order = np.argsort(q, kind="stable")
+    q, keys = q[order], keys[order]
+    counts = np.bincount(q, minlength=len(best))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    merged = np.concatenate([best, np.full((len(best), int(counts.max())), big, np.int64)], axis=1)
+    merged[q, k + np.arange(len(q)) - first[q]] = keys
+    return np.sort(merged, axis=1)[:, :k]
+
+
+def rescore(query_vectors: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank binary candidates by cosine on fuller vectors (the way binary search is usually rescored).
+
+    query_vectors float[q, d]; candidates int64[q, c] rows into ``vectors`` float[n, d] (e.g. an int8 table decoded
+    by its spec) -> (rows int64[q, k], cosine float32[q, k]), ties by row."""
+    qv = query_vectors / np.maximum(np.linalg.norm(query_vectors, axis=1, keepdims=True), 1e-12)
+    cv = vectors[candidates]                                                     # (q, c, d)
+    cos = np.einsum("qd,qcd->qc", qv, cv) / np.maximum(np.linalg.norm(cv, axis=2), 1e-12)
+    order = np.lexsort((candidates, -cos), axis=1)[:, :k]
+    return np.take_along_axis(candidates, order, 1), np.take_along_axis(cos, order, 1).astype(np.float32)
+
+
+# -- near-duplicates ----------------------------------------------------------------------------------------------
+def pigeonhole_blocks(n_bytes: int, radius: int) -> list[tuple[int, int]]:
+    """Byte ranges [start, stop) cutting a code into radius + 1 blocks: two codes within ``radius`` bits differ in at
+    most ``radius`` blocks, so at least one block is identical (pigeonhole) and grouping by block value finds them."""
+    if not 0 <= radius < n_bytes:
+        raise ValueError(f"radius = {radius}; expected 0..{n_bytes - 1} for {n_bytes}-byte codes (one byte block "
+                         "per allowed bit difference, plus one)")
+    edges = np.linspace(0, n_bytes, radius + 2).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def candidate_pairs(codes: np.ndarray, radius: int) -> np.ndarray:
+    """Row pairs (a < b) sharing at least one pigeonhole block: int64[m, 2], each pair once."""
+    found = []
+    for start, stop in pigeonhole_blocks(codes.shape[1], radius):
+        block = np.ascontiguousarray(codes[:, start:stop])
+        _, group, counts = np.unique(block.view(f"V{stop - start}").ravel(), return_inverse=True, return_counts=True)
+        order = np.argsort(group, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for g in np.nonzero(counts > 1)[0]:
+            members = order[bounds[g]:bounds[g + 1]]
+            a, b = np.triu_indices(len(members), 1)
+            found.append(np.stack([members[a], members[b]], axis=1))
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    pairs = np.sort(np.concatenate(found), axis=1).astype(np.int64)
+    return np.unique(pairs, axis=0)
+
+
+def near_duplicates(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every row pair within ``radius`` bits, found through pigeonhole blocks and verified exactly:
+    (pairs int64[m, 2] with a < b, sorted; distances int32[m])."""
+    pairs = candidate_pairs(codes, radius)
+    d = pair_hamming(codes[pairs[:, 0]], codes[pairs[:, 1]]) if len(pairs) else np.zeros(0, np.int32)
+    keep = d <= radius
+    return pairs[keep], d[keep]
+
+
+def brute_force_pairs(codes: np.ndarray, radius: int, block_rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """The same pairs by comparing all of them (the reference the tests and the benchmark check against)."""
+    out, dist = [], []
+    for s in range(0, len(codes), block_rows):
+        d = hamming(codes[s:s + block_rows], codes)
+        a, b = np.nonzero(d <= radius)
+        a = a + s
+        keep = a < b
+        out.append(np.stack([a[keep], b[keep]], axis=1))
+        dist.append(d[a[keep] - s, b[keep]])
+    pairs = np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), np.int64)
+    dd = np.concatenate(dist).astype(np.int32) if dist else np.zeros(0, np.int32)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    return pairs[order], dd[order]
+
+
+# -- notebooks ------------------------------------------------------------------------------------------------------
 @dataclass
 class CodeIndex:
     """An in-memory index over a table's codes, for notebooks:
 
         index = CodeIndex.from_table("out/embed")
         index.search(["a query text"], k=10)      # a pyarrow Table: query, rank, id, hamming, similarity
+
+    Rows are held in id order (ties go by id).
     """
 
     ids: pa.Array
@@ -80,9 +222,10 @@ class CodeIndex:
     def __post_init__(self) -> None:
         if self.spec.quantization != "binary":
             raise ValueError(f"Hamming search needs binary codes; this table is {self.spec.quantization}")
-        ranks = np.empty(len(self.ids), np.int64)
-        ranks[np.argsort(np.asarray(self.ids.to_pylist(), dtype=object), kind="stable")] = np.arange(len(self.ids))
-        self._rank = ranks
+        order = pc.sort_indices(self.ids).to_numpy()
+        if not np.array_equal(order, np.arange(len(order))):
+            self.ids = self.ids.take(pa.array(order))
+            self.codes = np.ascontiguousarray(self.codes[order])
         self._extractor = None
 
     @classmethod
@@ -99,26 +242,29 @@ class CodeIndex:
         """Query texts -> codes under this table's spec; an encoder that would not reproduce the spec is refused."""
         if self._extractor is None:
             from .encode import FeatureExtractor
-            from .encoder_config import EncoderConfig
             from .model import load_encoder
 
-            s = self.spec
-            cfg = EncoderConfig(model=self.model, layers=tuple(s.layers), layer_combine=s.layer_combine,  # type: ignore[arg-type]
-                                pooling=s.pooling, normalize=s.normalize, max_length=s.max_length,  # type: ignore[arg-type]
-                                long_text=s.long_text, chunk_tokens=s.chunk_tokens or 256,  # type: ignore[arg-type]
-                                chunk_stride=s.chunk_stride or 224, max_chunks=s.max_chunks or 32, device="cpu")
-            extractor = FeatureExtractor(load_encoder(self.model), cfg)
-            extractor.check_spec(s)
+            extractor = FeatureExtractor(load_encoder(self.model), self.spec.encoder_config(self.model))
+            extractor.check_spec(self.spec)
             self._extractor = extractor
         return self.spec.encode_features(self._extractor.features(list(texts)).values)
 
     def search(self, queries: Sequence[str] | np.ndarray, k: int = 10) -> pa.Table:
         """Texts (or codes uint8[q, n_bytes]) -> their k nearest rows: query, rank, id, hamming, similarity."""
         codes = queries if isinstance(queries, np.ndarray) else self.encode(queries)
-        rows, dist = top_k(codes, self.codes, self._rank, k)
-        q = np.repeat(np.arange(len(codes)), rows.shape[1])
-        bits = self.spec.dim
-        return pa.table({"query": pa.array(q, pa.int32()), "rank": pa.array(np.tile(np.arange(rows.shape[1]) + 1,
-                                                                                   len(codes)), pa.int32()),
-                         ID: self.ids.take(pa.array(rows.ravel())), "hamming": pa.array(dist.ravel()),
-                         "similarity": pa.array((1.0 - dist.ravel() / bits).astype(np.float32))})
+        rows, dist = top_k(codes, self.codes, k)
+        return neighbours_table(np.arange(len(codes)), rows, dist, self.ids, self.spec.dim)
+
+
+def neighbours_table(query: np.ndarray, rows: np.ndarray, dist: np.ndarray, ids: pa.Array, bits: int) -> pa.Table:
+    """top_k's result as rows: query, rank (from 1), id, hamming, similarity = 1 - hamming / bits."""
+    k = rows.shape[1]
+    return pa.table({"query": pa.array(np.repeat(query, k)),
+                     "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))),
+                     ID: ids.take(pa.array(rows.ravel())), "hamming": pa.array(dist.ravel()),
+                     "similarity": pa.array(similarity(dist.ravel(), bits))})
+
+
+def similarity(hamming_bits: np.ndarray, bits: int) -> np.ndarray:
+    """1 - hamming / bits: 1.0 for identical codes, about 0.5 for unrelated ones (the one definition)."""
+    return (1.0 - np.asarray(hamming_bits, np.float64) / bits).astype(np.float32)

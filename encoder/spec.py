@@ -116,6 +116,17 @@ class FeatureSpec:
     def replace(self, **changes: Any) -> "FeatureSpec":
         return dataclasses.replace(self, **changes)
 
+    def encoder_config(self, model: str, device: str = "cpu") -> Any:
+        """The EncoderConfig that reproduces this spec's features with ``model`` (to encode queries the way the
+        table was encoded; ``FeatureExtractor.check_spec`` still refuses a model that is not the spec's)."""
+        from .encoder_config import EncoderConfig
+
+        return EncoderConfig(model=model, layers=tuple(self.layers), layer_combine=self.layer_combine,  # type: ignore
+                             pooling=self.pooling, normalize=self.normalize, max_length=self.max_length,  # type: ignore
+                             long_text=self.long_text, chunk_tokens=self.chunk_tokens or 256,  # type: ignore
+                             chunk_stride=self.chunk_stride or 224, max_chunks=self.max_chunks or 32,
+                             device=device)  # type: ignore[arg-type]
+
     # -- codes ------------------------------------------------------------------------------------------------
     def encode_features(self, x: np.ndarray) -> np.ndarray:
         """float32[n, dim] -> uint8[n, n_bytes] under this spec's quantization and thresholds."""

@@ -1,4 +1,5 @@
-"""Exact Hamming top-k over packed codes: equals brute force, ties broken by id, independent of blocks and order."""
+"""Exact Hamming top-k and near-duplicates over packed codes: equal to brute force, ties broken by id, independent of
+blocks and order; pigeonhole recall exactly 1.0."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,48 +9,109 @@ import pytest
 from encoder.build_spec import build_spec
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
-from encoder.search import CodeIndex, hamming, top_k
+from encoder.search import (CodeIndex, brute_force_pairs, candidate_pairs, hamming, near_duplicates, pair_hamming,
+                            pigeonhole_blocks, rescore, top_k)
 from encoder.spec import SpecMismatchError
 
 
-def ranks_of(ids: list[str]) -> np.ndarray:
-    r = np.empty(len(ids), np.int64)
-    r[np.argsort(np.asarray(ids, dtype=object), kind="stable")] = np.arange(len(ids))
-    return r
+def bits_distance(q: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return (np.unpackbits(q, axis=1)[:, None, :] != np.unpackbits(c, axis=1)[None, :, :]).sum(axis=2)
 
 
-@pytest.mark.parametrize("n_bytes", [1, 6, 48])
+@pytest.mark.parametrize("n_bytes", [1, 6, 48, 300])       # 300 bytes = 2400 bits: past fp16's exact integers
 def test_hamming_equals_unpacked_bits(n_bytes):
     rng = np.random.default_rng(n_bytes)
     q = rng.integers(0, 256, (3, n_bytes), dtype=np.uint8)
     c = rng.integers(0, 256, (50, n_bytes), dtype=np.uint8)
-    want = (np.unpackbits(q, axis=1)[:, None, :] != np.unpackbits(c, axis=1)[None, :, :]).sum(axis=2)
+    c[0], c[1] = q[0], ~q[1]                                        # distance 0 and the maximum
+    want = bits_distance(q, c)
     np.testing.assert_array_equal(hamming(q, c), want)
+    np.testing.assert_array_equal(pair_hamming(q, c[:3]), want[np.arange(3), np.arange(3)])
 
 
 @pytest.mark.parametrize("block_rows", [7, 100, 10_000])
-def test_top_k_equals_brute_force_with_ties_broken_by_id(block_rows):
+def test_top_k_equals_brute_force_with_ties_broken_by_row(block_rows):
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 4, (300, 1), dtype=np.uint8)           # 2 bits: nearly every distance is a tie
-    ids = [f"id{rng.integers(0, 10**6):07d}-{i}" for i in range(300)]
     queries = rng.integers(0, 256, (5, 1), dtype=np.uint8)
-    rows, dist = top_k(queries, codes, ranks_of(ids), 10, block_rows=block_rows)
-    d = hamming(queries, codes)
+    rows, dist = top_k(queries, codes, 10, block_rows=block_rows, query_batch=2)
+    d = bits_distance(queries, codes)
     for qi in range(5):
-        want = sorted(range(300), key=lambda r: (d[qi, r], ids[r]))[:10]
+        want = sorted(range(300), key=lambda r: (d[qi, r], r))[:10]
         assert rows[qi].tolist() == want and dist[qi].tolist() == [d[qi, r] for r in want]
 
 
-def test_results_do_not_depend_on_corpus_order():
+def test_top_k_on_random_48_byte_codes_equals_brute_force():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (3000, 48), dtype=np.uint8)
+    codes[2000:2010] = codes[5]                                     # exact duplicates: ties at distance 0
+    queries = np.concatenate([codes[[5, 17]], rng.integers(0, 256, (3, 48), dtype=np.uint8)])
+    rows, dist = top_k(queries, codes, 15, block_rows=512)
+    d = bits_distance(queries, codes)
+    for qi in range(len(queries)):
+        want = np.lexsort((np.arange(3000), d[qi]))[:15]
+        assert rows[qi].tolist() == want.tolist()
+    assert rows[0][:11].tolist() == [5] + list(range(2000, 2010))
+
+
+def test_index_results_do_not_depend_on_corpus_order_and_ties_go_by_id():
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 256, (500, 6), dtype=np.uint8)
-    ids = [f"r{i}" for i in range(500)]
-    q = codes[:3]
-    rows, _ = top_k(q, codes, ranks_of(ids), 20, block_rows=64)
+    codes[100:140] = codes[0]                                       # 41 identical codes
+    ids = [f"r{rng.integers(0, 10**6):07d}-{i}" for i in range(500)]
+    spec = _binary_spec(48)
+    a = CodeIndex(pa.array(ids), codes, spec).search(codes[:3], k=20).to_pydict()
     perm = rng.permutation(500)
-    rows_p, _ = top_k(q, codes[perm], ranks_of([ids[i] for i in perm]), 20, block_rows=64)
-    assert [[ids[r] for r in row] for row in rows] == [[ids[perm[r]] for r in row] for row in rows_p]
-    assert top_k(q, codes[:5], ranks_of(ids[:5]), 20)[0].shape == (3, 5)     # k larger than the corpus
+    b = CodeIndex(pa.array([ids[i] for i in perm]), codes[perm], spec).search(codes[:3], k=20).to_pydict()
+    assert a == b
+    tied = [i for q, i in zip(a["query"], a["id"]) if q == 0]
+    assert tied == sorted(ids[i] for i in [0, *range(100, 140)])[:20]
+    assert CodeIndex(pa.array(ids[:5]), codes[:5], spec).search(codes[:3], k=20).num_rows == 15   # k > corpus
+
+
+def _binary_spec(dim: int):
+    from encoder.spec import FeatureSpec
+
+    return FeatureSpec(model={"name": "m", "sha256": "0" * 64}, layers=(5,), layer_combine="mean", pooling="mean",
+                       normalize=True, max_length=16, dim=dim, quantization="binary", threshold_mode="zero")
+
+
+@pytest.mark.parametrize("radius", [0, 3, 9])
+def test_pigeonhole_finds_every_pair_within_radius(radius):
+    """Recall exactly 1.0: codes planted at every distance up to radius + 2 from a few seeds, plus random ones."""
+    rng = np.random.default_rng(radius)
+    base = rng.integers(0, 256, (20, 12), dtype=np.uint8)
+    planted = [base]
+    for flips in range(0, radius + 3):
+        c = base.copy()
+        bits = np.unpackbits(c, axis=1)
+        for row in bits:
+            row[rng.choice(96, flips, replace=False)] ^= 1
+        planted.append(np.packbits(bits, axis=1))
+    codes = np.concatenate(planted + [rng.integers(0, 256, (200, 12), dtype=np.uint8)])
+    pairs, d = near_duplicates(codes, radius)
+    want_pairs, want_d = brute_force_pairs(codes, radius)
+    assert len(want_pairs) >= 20 * (radius + 1)
+    np.testing.assert_array_equal(pairs, want_pairs)
+    np.testing.assert_array_equal(d, want_d)
+    assert (pairs[:, 0] < pairs[:, 1]).all() and len(np.unique(pairs, axis=0)) == len(pairs)
+    assert len(candidate_pairs(codes, radius)) < len(codes) * (len(codes) - 1) // 2     # not all pairs compared
+
+
+def test_pigeonhole_blocks_cover_the_code_and_refuse_a_radius_too_large():
+    blocks = pigeonhole_blocks(48, 11)
+    assert len(blocks) == 12 and blocks[0][0] == 0 and blocks[-1][1] == 48
+    assert all(a < b for a, b in blocks) and all(blocks[i][1] == blocks[i + 1][0] for i in range(11))
+    with pytest.raises(ValueError, match="radius = 48; expected 0..47"):
+        pigeonhole_blocks(48, 48)
+
+
+def test_rescore_orders_candidates_by_cosine():
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    q = vectors[[3]] + 0.01
+    rows, cos = rescore(q, np.array([[10, 3, 20, 30]]), vectors, 2)
+    assert rows[0, 0] == 3 and cos[0, 0] > 0.99 and cos[0, 0] >= cos[0, 1]
 
 
 def test_code_index_finds_the_text_itself_and_refuses_another_model(tiny_model_dir, tiny_loaded):
