@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run embed train_heads apply_heads test test-fast bench clean
+.PHONY: setup run embed train_heads apply_heads neighbours test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,13 @@ train_heads: $(STAMP)
 
 apply_heads: $(STAMP)
 	$(BIN)/python -m jobs.apply_heads --config conf/apply_heads.yaml
+
+# Nearest neighbours of the queries in examples/queries.csv and near-duplicate pairs, over out/embed (make embed).
+neighbours: $(STAMP)
+	$(BIN)/python -m jobs.neighbours --config conf/neighbours.yaml
+	@echo ""
+	@echo "search:      out/neighbours/search       (query_id, rank, id, hamming, similarity)"
+	@echo "duplicates:  out/neighbours/duplicates   (id_a, id_b, hamming, similarity; manifest: out/neighbours/manifest.json)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

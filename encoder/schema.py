@@ -20,6 +20,15 @@ TABLE_FORMAT_VERSION = 1
 QuarantineReason = Literal["null_id", "duplicate_id", "null_text", "empty_text", "text_not_string",
                            "malformed_record"]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)
+QUARANTINE_REASON_DOCS = {
+    "null_id": "the id column is null",
+    "duplicate_id": "the id occurs more than once; every copy is held back, since none is known to be right",
+    "null_text": "the text column is null (or the field is absent in a JSONL record)",
+    "empty_text": "the text is empty or whitespace only",
+    "text_not_string": "JSONL: the text field holds a number, list, object or boolean",
+    "malformed_record": "JSONL/CSV: the line could not be parsed into the declared columns",
+}
+assert set(QUARANTINE_REASON_DOCS) == set(QUARANTINE_REASONS)
 
 ID_TYPES: tuple[pa.DataType, ...] = (pa.string(), pa.int64(), pa.int32())
 
@@ -27,6 +36,17 @@ ID_TYPES: tuple[pa.DataType, ...] = (pa.string(), pa.int64(), pa.int32())
 ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED = "id", "embedding", "text_sha256", "n_tokens", "truncated"
 CORE_COLUMNS = (ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED)
 TEXT, REASON, SOURCE = "text", "reason", "source"          # quarantine table columns besides ID
+# What each column means, for data dictionaries (``jobs/describe.py``).
+COLUMN_DOCS = {
+    ID: "the input row's id (unique in the table)",
+    EMBEDDING: "the text's code under the table's feature spec (see below), n_bytes bytes per row",
+    TEXT_SHA256: "sha256 (hex) of the text's UTF-8 bytes: joins back to the source, spots repeated texts",
+    N_TOKENS: "tokens in the text before truncation, special tokens included",
+    TRUNCATED: "true when part of the text was not encoded (longer than max_length, or cut by max_chunks)",
+    TEXT: "the text as read (the embedding table: only with input.keep_text: true)",
+    REASON: "why the row was held back (one of the quarantine reasons)",
+    SOURCE: "the raw record, for JSONL/CSV lines that could not be parsed",
+}
 SPEC_METADATA_KEY = "feature_spec"  # field metadata on the embedding column: spec JSON + fingerprint
 
 

@@ -226,7 +226,6 @@ class CodeIndex:
         if not np.array_equal(order, np.arange(len(order))):
             self.ids = self.ids.take(pa.array(order))
             self.codes = np.ascontiguousarray(self.codes[order])
-        self._extractor = None
 
     @classmethod
     def from_table(cls, folder: str | Path, model: str = "package") -> "CodeIndex":
@@ -240,20 +239,48 @@ class CodeIndex:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Query texts -> codes under this table's spec; an encoder that would not reproduce the spec is refused."""
-        if self._extractor is None:
-            from .encode import FeatureExtractor
-            from .model import load_encoder
-
-            extractor = FeatureExtractor(load_encoder(self.model), self.spec.encoder_config(self.model))
-            extractor.check_spec(self.spec)
-            self._extractor = extractor
-        return self.spec.encode_features(self._extractor.features(list(texts)).values)
+        return encode_queries(self.spec, self.model, texts)
 
     def search(self, queries: Sequence[str] | np.ndarray, k: int = 10) -> pa.Table:
         """Texts (or codes uint8[q, n_bytes]) -> their k nearest rows: query, rank, id, hamming, similarity."""
         codes = queries if isinstance(queries, np.ndarray) else self.encode(queries)
         rows, dist = top_k(codes, self.codes, k)
         return neighbours_table(np.arange(len(codes)), rows, dist, self.ids, self.spec.dim)
+
+
+def encode_queries(spec: FeatureSpec, model: str, texts: Sequence[str]) -> np.ndarray:
+    """Query texts -> codes the way ``spec``'s table was encoded; a ``model`` that would not reproduce the spec is
+    refused (``SpecMismatchError``). The extractor is kept for the next call with the same spec."""
+    key = (spec.fingerprint, model)
+    if key not in _QUERY_ENCODERS:
+        from .encode import FeatureExtractor
+        from .model import load_encoder
+        from .spec import SpecMismatchError
+
+        loaded = load_encoder(model)
+        if dict(loaded.fingerprint) != dict(spec.model):   # before its layers are even tried against the spec
+            raise SpecMismatchError(f"query encoder {model!r} is model {loaded.fingerprint['name']} "
+                                    f"({loaded.fingerprint['sha256'][:12]}…), but the table was encoded with model "
+                                    f"{spec.model['name']} ({spec.model['sha256'][:12]}…); search with that model")
+        extractor = FeatureExtractor(loaded, spec.encoder_config(model))
+        extractor.check_spec(spec)
+        _QUERY_ENCODERS.clear()
+        _QUERY_ENCODERS[key] = extractor
+    return spec.encode_features(_QUERY_ENCODERS[key].features(list(texts)).values)
+
+
+_QUERY_ENCODERS: dict[tuple[str, str], object] = {}
+
+
+def first_shared_block(a: np.ndarray, b: np.ndarray, blocks: list[tuple[int, int]]) -> np.ndarray:
+    """Row-aligned: the index of the first pigeonhole block in which a[i] and b[i] are identical (len(blocks) when
+    none). A pair found through several blocks is kept only under this one, so each pair is reported once without a
+    shuffle to deduplicate."""
+    out = np.full(len(a), len(blocks), np.int32)
+    for j in reversed(range(len(blocks))):
+        s, e = blocks[j]
+        out[(a[:, s:e] == b[:, s:e]).all(axis=1)] = j
+    return out
 
 
 def neighbours_table(query: np.ndarray, rows: np.ndarray, dist: np.ndarray, ids: pa.Array, bits: int) -> pa.Table:

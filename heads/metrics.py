@@ -46,3 +46,13 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, mask: np.ndarray,
     return {"rows": int(mask.any(axis=1).sum()), "macro_f1": float(np.mean(scored)) if scored else None,
             "micro_f1": float(micro), "exact_match": exact, "scored_labels": len(scored), "labels": len(labels),
             "per_label_f1": per}
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[list[int]]:
+    """Counts[true][predicted] over classes 0..n_classes-1 (int[n] each), as nested lists of Python ints.
+
+    Plain lists so the matrix travels in ``metrics.json`` and ``head.json`` unchanged; the training report draws it.
+    """
+    counts = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(counts, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return counts.tolist()

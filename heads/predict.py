@@ -1,10 +1,15 @@
-"""Predictions table: one row per input id; per task the predicted label and its score(s).
+"""Predictions table: one row per input id; the embedding table's passthrough columns; per task the predicted label
+and its score(s).
 
-Schema (``predictions_schema``), for each task in head-name order:
-- multiclass / binary: ``<task>`` string (predicted label name), ``<task>_score`` float (its probability);
+Schema (``predictions_schema``): ``id``, the passthrough columns (e.g. ``split``, ``text``), then for each task in
+head-name order:
+- multiclass: ``<task>`` string (predicted label name), ``<task>_score`` float (its probability);
+- binary: the same, plus ``<task>_positive_score`` float: the probability of the positive label (the head's second
+  label, named in the field's metadata and the manifest), to rank by without a CASE expression;
 - multilabel: ``<task>`` list<string> (labels whose probability reaches that label's threshold, stored in
-  ``head.json``; 0.5 when not tuned), ``<task>_scores``
-  list<float> (every label's probability, in the label order written in the heads' ``head.json`` and the manifest).
+  ``head.json``; 0.5 when not tuned), ``<task>_scores`` struct<label: float, ...>: every label's probability under
+  its own name (``emotions_scores.joy`` in Spark SQL and DuckDB). A struct, not a map (which repeats every key in
+  every row) nor a list with the order in metadata (which SQL cannot see).
 
 Labels come from the one decision rule (``heads.fitted``), applied to whole batches: every binary head of a batch is
 decided in one call, and the binary heads' label columns are built a group at a time (one gather of name bytes, or
@@ -25,24 +30,47 @@ from encoder.schema import EMBEDDING, ID
 from .fitted import FittedHead, chosen_probability, threshold_rule
 from .score import FusedScorer
 
-PREDICTIONS_FORMAT_VERSION = 1
+PREDICTIONS_FORMAT_VERSION = 2   # 2: multilabel scores as a struct, binary positive score, passthrough columns
 
 
 def score_column(task: str, kind: str) -> str:
-    """Name of a task's score column: ``<task>_scores`` (multilabel, a list) or ``<task>_score``."""
+    """Name of a task's score column: ``<task>_scores`` (multilabel, a struct) or ``<task>_score``."""
     return f"{task}_scores" if kind == "multilabel" else f"{task}_score"
 
 
-def predictions_schema(heads: Sequence[FittedHead], id_type: pa.DataType = pa.string()) -> pa.Schema:
+def positive_column(task: str) -> str:
+    """A binary task's positive-class probability column."""
+    return f"{task}_positive_score"
+
+
+def task_columns(task: str, kind: str) -> tuple[str, ...]:
+    """Every predictions-table column of one task, in table order."""
+    return (task, score_column(task, kind)) + ((positive_column(task),) if kind == "binary" else ())
+
+
+def predictions_schema(heads: Sequence[FittedHead], id_type: pa.DataType = pa.string(),
+                       passthrough: pa.Schema | None = None) -> pa.Schema:
+    """id, passthrough columns, then each task's columns. A passthrough column named like a task column is an
+    error naming both."""
     fields = [pa.field(ID, id_type, nullable=False)]
+    taken = {ID} | {c for h in heads for c in task_columns(h.task.name, h.task.kind)}
+    for f in passthrough or []:
+        if f.name in taken:
+            raise ValueError(f"the embedding table's passthrough column {f.name!r} has the name of a predictions "
+                             "column (id or a task's column); rename the task")
+        fields.append(f)
     for h in heads:
         n, kind = h.task.name, h.task.kind
         if kind == "multilabel":
             fields += [pa.field(n, pa.list_(pa.string()), nullable=False),
-                       pa.field(score_column(n, kind), pa.list_(pa.float32()), nullable=False)]
+                       pa.field(score_column(n, kind), pa.struct([pa.field(label, pa.float32(), nullable=False)
+                                                                  for label in h.labels]), nullable=False)]
         else:
             fields += [pa.field(n, pa.string(), nullable=False),
                        pa.field(score_column(n, kind), pa.float32(), nullable=False)]
+        if kind == "binary":
+            fields.append(pa.field(positive_column(n), pa.float32(), nullable=False,
+                                   metadata={"positive_label": h.labels[1]}))
     return pa.schema(fields)
 
 
@@ -72,6 +100,13 @@ class _Layout:
             self.groups[w] = (rows, table)
         self.label_arrays = [pa.array(h.labels, pa.string()) for h in heads]
         self._offsets: dict[tuple[int, int], pa.Buffer] = {}
+        self._first_task: int | None = None
+
+    def first_task_column(self, schema: pa.Schema, heads) -> int:
+        """Index of the first task column in ``schema`` (columns between id and it are passthrough)."""
+        if self._first_task is None:
+            self._first_task = schema.get_field_index(heads[0].task.name) if heads else len(schema)
+        return self._first_task
 
     def fixed_offsets(self, n: int, width: int) -> pa.Buffer:
         key = (n, width)
@@ -110,18 +145,20 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
     n = len(codes)
     names: dict[int, pa.Array] = {}
     scores: dict[int, np.ndarray] = {}
+    positive: dict[int, np.ndarray] = {}
     if layout.binary:  # every binary head in one call of the rule, one take, one transpose
         z = logits if layout.binary_are_all else logits[:, layout.binary_cols]
         z_t = torch.from_numpy(z).T.contiguous().numpy()                 # (heads, rows): each head's row contiguous
         on_t, p_t = threshold_rule(z_t.T, layout.binary_thresholds)     # the rule on the (rows, heads) view
-        p_t = chosen_probability(on_t, p_t)
+        chosen_t = chosen_probability(on_t, p_t)
         for r, (i, col) in enumerate(zip(layout.binary, layout.binary_labels(on_t.T))):
-            names[i], scores[i] = col, p_t.T[r]
+            names[i], scores[i], positive[i] = col, chosen_t.T[r], p_t.T[r]
     for i in layout.multiclass:
         s, e = scorer.out_slices[i]
         d = heads[i].decide(logits[:, s:e])
         names[i], scores[i] = pc.take(layout.label_arrays[i], pa.array(d.classes.astype(np.int32))), d.scores
     arrays: list[pa.Array] = [batch.column(ID).cast(schema.field(ID).type)]
+    arrays += [batch.column(name) for name in schema.names[1:layout.first_task_column(schema, heads)]]
     for i, h in enumerate(heads):
         if h.task.kind == "multilabel":
             s, e = scorer.out_slices[i]
@@ -130,8 +167,12 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
             np.cumsum(d.classes.sum(axis=1), out=offsets[1:])
             label_names = pc.take(layout.label_arrays[i], pa.array(np.nonzero(d.classes)[1].astype(np.int32)))
             arrays.append(pa.ListArray.from_arrays(pa.array(offsets), label_names))
-            arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(0, n * (e - s) + 1, e - s, dtype=np.int32)),
-                                                   pa.array(np.ascontiguousarray(d.scores).ravel())))
+            scores_t = np.ascontiguousarray(d.scores.T)                   # one contiguous row per label
+            arrays.append(pa.StructArray.from_arrays([pa.array(col) for col in scores_t],
+                                                     fields=list(schema.field(score_column(h.task.name, "multilabel"))
+                                                                 .type)))
         else:
             arrays += [names[i], pa.array(scores[i])]
+            if i in positive:
+                arrays.append(pa.array(positive[i]))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

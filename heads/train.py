@@ -21,7 +21,7 @@ from encoder.typed_config import ConfigError
 
 from .data import TEST, VALIDATION, Chunk, ChunkSource
 from .fitted import FittedHead, threshold_rule
-from .metrics import multilabel_metrics, single_label_metrics
+from .metrics import confusion_counts, multilabel_metrics, single_label_metrics
 from .modules import Head
 from .tasks import MISSING, LabelError, TaskConfig
 
@@ -359,6 +359,8 @@ def evaluate(head: FittedHead, data: Chunk) -> tuple[dict, np.ndarray]:
         return m, pred
     n = len(labels)
     m = single_label_metrics(y[known], pred[known], n)
+    if task.kind == "multiclass":  # the training report draws it (rows true, columns predicted)
+        m["confusion"] = confusion_counts(y[known], pred[known], n)
     if known.any():
         maj = np.bincount(y[known], minlength=n).argmax()
         base = single_label_metrics(y[known], np.full(int(known.sum()), maj), n)

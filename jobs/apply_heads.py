@@ -3,8 +3,9 @@
     python -m jobs.apply_heads --config conf/apply_heads.yaml [--set key=value ...]
 
 Publishes ``output.path`` -> a run folder with ``predictions/`` (Parquet, one row per input id; schema in
-``heads/predict.py`` and README) and ``manifest.json`` (rows, heads, label orders, spec). Rows in = rows out is
-checked before publishing.
+``heads/predict.py`` and README), ``manifest.json`` (rows, heads, label orders, spec) and ``report.md`` (rows per
+predicted label and score histograms, with one ``task_<name>.png`` per task; ``jobs/prediction_report.py``). Rows in =
+rows out is checked before publishing.
 """
 from __future__ import annotations
 
@@ -18,13 +19,17 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from encoder.schema import EMBEDDING, ID
+import pyarrow as pa
+
+from encoder.schema import CORE_COLUMNS, EMBEDDING, ID
 from encoder.table import open_table
 from heads.io import load_heads
-from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema, score_column
+from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema, task_columns
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
-from jobs.tables import arrow_type, check_table, open_embeddings, parquet_rows, spark_schema, write_manifest, \
+from jobs.prediction_report import write_report
+from jobs.errors import InputError
+from jobs.tables import EmbeddingsInput, arrow_type, check_table, open_embeddings, parquet_rows, spark_schema, write_manifest, \
     write_table
 
 logger = logging.getLogger("jobs.apply_heads")
@@ -46,22 +51,33 @@ def run(cfg: ApplyHeadsConfig) -> dict:
     heads_dir = Path(cfg.heads).resolve()
     heads = load_heads(heads_dir, spec)     # a head of another feature spec is refused here, before Spark starts
     spark = spark_session(cfg.spark, "apply_heads")
-    emb = open_embeddings(spark, table, (ID, EMBEDDING))
-    schema = predictions_schema(heads, arrow_type(emb.df.schema[ID].dataType))
+    full = open_embeddings(spark, table)
+    # the embedding table's passthrough columns (split, dates, the text when the embed job kept it) ride along
+    passthrough = [f for f in full.df.schema.fields if f.name not in CORE_COLUMNS]
+    emb = EmbeddingsInput(table, full.df.select(ID, EMBEDDING, *[f.name for f in passthrough]))
+    try:
+        schema = predictions_schema(heads, arrow_type(emb.df.schema[ID].dataType),
+                                    pa.schema([pa.field(f.name, arrow_type(f.dataType)) for f in passthrough]))
+    except ValueError as exc:
+        raise InputError(f"{cfg.heads} on {cfg.embeddings}: {exc}") from None
     run_id, staging = publish.begin_run(cfg.output.path)
     fn = partial(_score, heads_dir=str(heads_dir), spec=spec, schema=schema)
     write_table(emb.df.mapInArrow(fn, spark_schema(schema)), staging / "predictions", cfg.output.compression)
     rows_in = parquet_rows(emb.table.files)
     rows_out = parquet_rows(staging / "predictions")
     check_table(staging / "predictions", schema)
+    write_report(spark.read.parquet((staging / "predictions").as_uri()), heads, staging)
     if rows_in != rows_out:
         raise RuntimeError(f"rows in ({rows_in}) != rows out ({rows_out}); not publishing {staging}")
     manifest = write_manifest(staging, run_id, t0, {
         "predictions_format_version": PREDICTIONS_FORMAT_VERSION,
         "embeddings": str(Path(cfg.embeddings).resolve()), "heads": str(heads_dir),
         "rows": {"in": rows_in, "out": rows_out},
+        "passthrough": [f.name for f in passthrough],
         "tasks": {h.task.name: {"kind": h.task.kind, "labels": h.labels,
-                                "columns": [h.task.name, score_column(h.task.name, h.task.kind)]} for h in heads},
+                                "columns": list(task_columns(h.task.name, h.task.kind)),
+                                **({"positive_label": h.labels[1]} if h.task.kind == "binary" else {})}
+                  for h in heads},
         "feature_spec_fingerprint": spec.fingerprint})
     out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)
     logger.info("apply_heads: heads=%d rows_in=%d rows_out=%d seconds=%.1f output=%s run=%s", len(heads), rows_in,

@@ -85,7 +85,8 @@ def run(cfg: EmbedConfig) -> dict:
         manifest = write_manifest(staging, run_id, t0, {
             "table_format_version": TABLE_FORMAT_VERSION,
             "input": {"path": cfg.input.path, "format": cfg.input.format, "id_column": cfg.input.id_column,
-                      "text_column": cfg.input.text_column, "passthrough": list(cfg.input.passthrough)},
+                      "text_column": cfg.input.text_column, "passthrough": list(passthrough_columns(cfg.input)),
+                      "keep_text": cfg.input.keep_text},
             **facts, "tables": {"embeddings": "embeddings", "quarantine": "quarantine"},
             "feature_spec": spec.to_json_dict() | {"fingerprint": spec.fingerprint}, "encode_partitions": parts})
         out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)
@@ -143,10 +144,17 @@ def plan(cfg: EmbedConfig, extractor: FeatureExtractor, df) -> FeatureSpec:
 
 
 def table_schema(df, input_cfg: InputConfig) -> pa.Schema:
-    """The embedding table's pyarrow schema for this input (id type and passthrough columns as read)."""
-    passthrough = pa.schema([pa.field(f.name, arrow_type(f.dataType)) for f in df.schema.fields
-                             if f.name in input_cfg.passthrough])
+    """The embedding table's pyarrow schema for this input (id type and passthrough columns as read, then the text
+    when ``input.keep_text``)."""
+    types = {f.name: arrow_type(f.dataType) for f in df.schema.fields}
+    passthrough = pa.schema([pa.field(name, types[name]) for name in input_cfg.passthrough] +
+                            ([pa.field(TEXT, pa.string())] if input_cfg.keep_text else []))
     return embedding_schema(arrow_type(df.schema[C_ID].dataType), passthrough)
+
+
+def passthrough_columns(input_cfg: InputConfig) -> tuple[str, ...]:
+    """The embedding table's columns after the core ones, in table order."""
+    return tuple(input_cfg.passthrough) + ((TEXT,) if input_cfg.keep_text else ())
 
 
 # -- encode -----------------------------------------------------------------------------------------------------
@@ -158,8 +166,11 @@ def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partit
     """
     spec_meta = json.dumps(spec.to_json_dict() | {"fingerprint": spec.fingerprint,
                                                  "table_format_version": TABLE_FORMAT_VERSION}, sort_keys=True)
-    fn = partial(_encode, cfg=cfg.encoder, spec=spec, passthrough=tuple(cfg.input.passthrough), schema=schema)
-    return (valid.select(C_ID, C_TEXT, *cfg.input.passthrough)
+    from pyspark.sql import functions as F
+
+    fn = partial(_encode, cfg=cfg.encoder, spec=spec, passthrough=passthrough_columns(cfg.input), schema=schema)
+    kept = [F.col(C_TEXT).alias(TEXT)] if cfg.input.keep_text else []
+    return (valid.select(C_ID, C_TEXT, *cfg.input.passthrough, *kept)
             .repartition(partitions, C_ID).sortWithinPartitions(C_ID)
             .mapInArrow(fn, spark_schema(schema, {EMBEDDING: {SPEC_METADATA_KEY: spec_meta}})))
 

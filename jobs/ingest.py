@@ -36,8 +36,13 @@ class InputConfig:
     id_column: str = "id"
     text_column: str = "text"
     passthrough: tuple[str, ...] = ()                  # copied unchanged to the embedding table (e.g. a split column)
+    keep_text: bool = False                            # also store the text itself, as column `text` (for analysts;
+                                                       # the table then grows by the corpus' size)
 
     def validate(self, source: str, prefix: str) -> None:
+        if self.keep_text and "text" in self.passthrough:
+            raise ConfigError(source, f"{prefix}passthrough", "has a column named 'text', which keep_text: true "
+                              "writes; rename it or drop keep_text")
         clash = {C_ID, C_TEXT, C_REASON, C_SOURCE} & {self.id_column, self.text_column, *self.passthrough}
         if clash:
             raise ConfigError(source, f"{prefix}passthrough", f"uses reserved column names {sorted(clash)}")

@@ -70,6 +70,16 @@ def current_run(output: str | Path) -> Path | None:
     return out.resolve() if out.is_symlink() else None
 
 
+def previous_run(output: str | Path) -> Path | None:
+    """The published run before the current one (kept by ``keep_runs`` >= 2), e.g. to compare two prediction runs."""
+    current = current_run(output)
+    root = runs_dir(Path(output).absolute())
+    if current is None or not root.is_dir():
+        return None
+    older = sorted(p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").exists() and p.name < current.name)
+    return older[-1] if older else None
+
+
 def prune(output: Path, keep_runs: int) -> None:
     """Delete run folders older than the newest ``keep_runs`` published ones (never the current one)."""
     root = runs_dir(output)

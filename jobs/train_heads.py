@@ -5,7 +5,8 @@
 Joins the embedding table with a label table on id (ids without an embedding or without labels are counted and
 reported), stages the joined rows as Parquet, trains every configured task in one pass per epoch (``heads``), and
 publishes ``output.path`` -> a run folder with one sub-folder per task (``weights.safetensors`` + ``head.json``),
-``metrics.json``, ``report.md`` and ``manifest.json``.
+``metrics.json``, ``report.md`` (with one ``confusion_<task>.png`` per multiclass head beside it) and
+``manifest.json``.
 
 Steps: open (embeddings, labels, task columns) -> stage (join, count, write) -> train -> save -> publish.
 """
@@ -29,9 +30,11 @@ from encoder.typed_config import ConfigError
 from heads.data import SPLIT, TEST, TRAIN, VALIDATION, SplitRule, arrow_source, petastorm_source
 from heads.fitted import FittedHead
 from heads.io import save_head
+from heads.predict import task_columns
 from heads.tasks import TaskConfig, resolve_columns
 from heads.train import TrainConfig, train_heads
 from jobs import publish
+from jobs.charts import confusion_png
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError
 from jobs.ingest import Format, read_table, require_columns
@@ -70,11 +73,11 @@ class TrainHeadsConfig:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(source, "tasks", f"names {dup} more than once; task names must be unique")
-        columns = [c for t in self.tasks for c in (t.name, f"{t.name}_score", f"{t.name}_scores")]
-        clash = sorted({t.name for t in self.tasks if t.name == ID or columns.count(t.name) > 1})
+        clash = sorted({t.name for t in self.tasks if t.name == ID or any(
+            t.name in task_columns(o.name, o.kind) for o in self.tasks if o is not t)})
         if clash:
             raise ConfigError(source, "tasks", f"names {clash} clash with the predictions table's columns (id, "
-                              "<task>, <task>_score, <task>_scores); rename them")
+                              "<task>, <task>_score, <task>_scores, <task>_positive_score); rename them")
         if self.arrow_max_rows < 1:
             raise ConfigError(source, "arrow_max_rows", f"= {self.arrow_max_rows}; expected >= 1")
 
@@ -186,6 +189,24 @@ def save(staging: Path, heads: list[FittedHead], spec: FeatureSpec, counts: dict
     metrics = {h.task.name: h.metrics for h in heads}
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (staging / "report.md").write_text(report_markdown(heads, counts, spec, reader, evaluation), encoding="utf-8")
+    write_confusion_charts(staging, heads)
+
+
+def confusion_chart(task: str) -> str:
+    """File name of a multiclass head's confusion matrix, beside report.md (the report links it by this name)."""
+    return f"confusion_{task}.png"
+
+
+def write_confusion_charts(folder: Path, heads: list[FittedHead]) -> list[Path]:
+    """One confusion-matrix PNG per multiclass head, from the counts its metrics kept (``metrics['confusion']``,
+    the evaluated rows: test when present, else validation), so a reader sees which classes are mixed up."""
+    out = []
+    for h in heads:
+        if "confusion" in h.metrics:
+            m = h.metrics
+            title = f"{h.task.name}: true vs predicted label, {m['split']} split ({m['rows']:,} rows)"
+            out.append(confusion_png(folder / confusion_chart(h.task.name), m["confusion"], h.labels, title))
+    return out
 
 
 def report_markdown(heads: list[FittedHead], counts: dict, spec: FeatureSpec, reader: str, evaluation: dict) -> str:
@@ -227,6 +248,12 @@ def report_markdown(heads: list[FittedHead], counts: dict, spec: FeatureSpec, re
                       for j, (k, v) in enumerate(m["per_label_f1"].items()) if v is not None]
             if unscored:
                 lines += ["", f"Not scored (no positive in the {split} rows): {', '.join(unscored)}."]
+    for h in heads:
+        if "confusion" in h.metrics:
+            lines += ["", f"## {h.task.name}: confusion matrix", "",
+                      f"Rows are the true labels, columns the predicted ones, over the {h.metrics['rows']:,} "
+                      f"labelled {split} rows.", "",
+                      f"![{h.task.name}: confusion matrix on the {split} split]({confusion_chart(h.task.name)})"]
     return "\n".join(lines) + "\n"
 
 

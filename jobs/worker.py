@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from encoder.encode import FeatureExtractor
+from encoder.schema import EMBEDDING, ID
 from encoder.model import load_encoder
 from encoder.encoder_config import EncoderConfig
 from encoder.spec import FeatureSpec
@@ -77,3 +79,43 @@ def score_partition(batches: Iterator[pa.RecordBatch], heads_dir: str, spec: Fea
     for batch in batches:
         if batch.num_rows:
             yield predict_batch(batch, scorer, schema)
+
+
+def local_top_k(batches: Iterator[pa.RecordBatch], queries: np.ndarray, k: int, spec: FeatureSpec,
+                schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body for the neighbours search: this partition's k nearest rows of every query (q, id, hamming);
+    the job keeps the global top-k by (hamming, id)."""
+    from encoder.quantize import codes_from_column
+    from encoder.search import CodeIndex
+
+    parts = [b for b in batches if b.num_rows]
+    if not parts:
+        return
+    t = pa.Table.from_batches(parts)
+    index = CodeIndex(t.column(ID).combine_chunks(), codes_from_column(t.column(EMBEDDING), spec.n_bytes), spec)
+    found = index.search(queries, k)
+    yield pa.RecordBatch.from_arrays([found.column("query").combine_chunks().cast(pa.int32()),
+                                      found.column(ID).combine_chunks(), found.column("hamming").combine_chunks()],
+                                     schema=schema)
+
+
+def verify_pairs(batches: Iterator[pa.RecordBatch], radius: int, blocks: list[tuple[int, int]], spec: FeatureSpec,
+                 schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body for near-duplicates: candidate pairs (id_a, id_b, block, code_a, code_b) -> the pairs within
+    ``radius`` bits, each kept only under the first block its two codes share (so each pair comes out once)."""
+    from encoder.quantize import codes_from_column
+    from encoder.search import first_shared_block, pair_hamming, similarity
+
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        a = codes_from_column(batch.column("code_a"), spec.n_bytes)
+        b = codes_from_column(batch.column("code_b"), spec.n_bytes)
+        d = pair_hamming(a, b)
+        block = batch.column("block").to_numpy(zero_copy_only=False)
+        keep = (d <= radius) & (first_shared_block(a, b, blocks) == block)
+        if keep.any():
+            mask = pa.array(keep)
+            yield pa.RecordBatch.from_arrays([batch.column(0).filter(mask), batch.column(1).filter(mask),
+                                              pa.array(d[keep]), pa.array(similarity(d[keep], spec.dim))],
+                                             schema=schema)

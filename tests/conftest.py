@@ -74,3 +74,23 @@ def spark():
     s.sparkContext.setLogLevel("ERROR")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline(spark, tmp_path_factory):
+    """The default pipeline (conf/*.yaml: embed -> train_heads -> apply_heads on the shipped sample with the real
+    model; the sample's split column passed through) with outputs redirected to a temporary folder; shared by every module that reads its tables."""
+    from jobs import apply_heads, embed, train_heads
+    from jobs.common import load_config
+
+    root = tmp_path_factory.mktemp("pipeline")
+    emb, hd, pred = root / "embed", root / "heads", root / "predictions"
+    # split passed through, so the predictions table's passthrough is exercised too
+    embed.run(load_config(embed.EmbedConfig, "conf/embed.yaml", [f"output.path={emb}", "input.passthrough=[split]"]))
+    train_cfg = load_config(train_heads.TrainHeadsConfig, "conf/train_heads.yaml",
+                            [f"embeddings={emb}", f"output.path={hd}"])
+    train_manifest = train_heads.run(train_cfg)
+    apply_manifest = apply_heads.run(load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
+        f"embeddings={emb}", f"heads={hd}", f"output.path={pred}"]))
+    return {"embed": emb, "heads": hd, "pred": pred, "train": train_manifest, "apply": apply_manifest,
+            "train_cfg": train_cfg}

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 def config(tmp_path: Path, input_path: Path, fmt: str = "parquet", *more: str):
     return load_config(embed.EmbedConfig, "conf/embed.yaml", [
         f"input.path={input_path}", f"input.format={fmt}", f"output.path={tmp_path / 'out' / 'emb'}",
-        *(["input.passthrough=[split]"] if fmt == "parquet" else []), *more])
+        *(["input.passthrough=[split]"] if fmt == "parquet" else ["input.passthrough=[]"]), *more])
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -232,3 +232,15 @@ def test_chunks_give_the_truncate_codes_for_short_texts_and_identical_reruns(spa
     first = file_hashes(Path(chunks.output.path) / "embeddings")
     embed.run(chunks)
     assert file_hashes(Path(chunks.output.path) / "embeddings") == first
+
+
+def test_keep_text_stores_the_text_and_predictions_can_carry_it(spark, tmp_path, sample_slice):
+    cfg = config(tmp_path, sample_slice, "parquet", "input.keep_text=true")
+    manifest = embed.run(cfg)
+    table = pq.read_table(Path(cfg.output.path) / "embeddings")
+    assert table.column_names[-2:] == ["split", "text"] and manifest["input"]["passthrough"] == ["split", "text"]
+    src = pq.read_table(sample_slice).to_pydict()
+    assert dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist())) == dict(zip(src["id"],
+                                                                                                   src["text"]))
+    with pytest.raises(ConfigError, match="keep_text"):
+        config(tmp_path, sample_slice, "parquet", "input.keep_text=true", "input.passthrough=[text]")

@@ -164,16 +164,25 @@ def test_predictions_batch_schema_and_labels(trained):
     s = spec()
     codes = s.encode_features(np.random.default_rng(4).normal(size=(20, DIM)).astype(np.float32))
     batch = pa.RecordBatch.from_arrays([pa.array([f"i{i}" for i in range(20)]),
-                                        pa.array([c.tobytes() for c in codes], pa.binary())], ["id", "embedding"])
-    schema = predictions_schema(trained)
+                                        pa.array([c.tobytes() for c in codes], pa.binary()),
+                                        pa.array([i % 3 for i in range(20)])], ["id", "embedding", "day"])
+    schema = predictions_schema(trained, passthrough=pa.schema([("day", pa.int64())]))
     out = predict_batch(batch, FusedScorer(trained, s), schema).to_pydict()
-    assert out["id"] == [f"i{i}" for i in range(20)]
+    assert out["id"] == [f"i{i}" for i in range(20)] and out["day"] == [i % 3 for i in range(20)]
+    assert schema.names[:3] == ["id", "day", trained[0].task.name]
     assert set(out["topic"]) <= {"a", "b", "c"} and all(0.33 <= p <= 1 for p in out["topic_score"])
-    assert all(len(v) == 3 for v in out["tags_scores"])
+    # multi-label scores carry their label names; the binary head's positive score is P(second label)
+    assert all(list(v) == ["t0", "t1", "t2"] for v in out["tags_scores"])
+    flag = next(h for h in trained if h.task.name == "flag")
+    assert schema.field("flag_positive_score").metadata == {b"positive_label": flag.labels[1].encode()}
+    for label, chosen, pos in zip(out["flag"], out["flag_score"], out["flag_positive_score"]):
+        assert chosen == (pos if label == flag.labels[1] else np.float32(1) - np.float32(pos))
     thresholds = next(h for h in trained if h.task.name == "tags").thresholds
     assert thresholds is not None and len(thresholds) == 3
     for names, probs in zip(out["tags"], out["tags_scores"]):
-        assert names == [n for n, p, t in zip(["t0", "t1", "t2"], probs, thresholds) if p >= np.float32(t)]
+        assert names == [n for n, t in zip(["t0", "t1", "t2"], thresholds) if probs[n] >= np.float32(t)]
+    with pytest.raises(ValueError, match="'flag_score'"):
+        predictions_schema(trained, passthrough=pa.schema([("flag_score", pa.int64())]))
 
 
 def test_petastorm_reader_returns_every_row_once_and_matches_pyarrow(tmp_path):

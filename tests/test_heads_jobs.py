@@ -22,21 +22,6 @@ from .conftest import SAMPLE, crash_after
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def pipeline(spark, tmp_path_factory):
-    """The default pipeline (conf/*.yaml) with outputs redirected to a temporary folder."""
-    root = tmp_path_factory.mktemp("pipeline")
-    emb, hd, pred = root / "embed", root / "heads", root / "predictions"
-    embed.run(load_config(embed.EmbedConfig, "conf/embed.yaml", [f"output.path={emb}"]))
-    train_cfg = load_config(train_heads.TrainHeadsConfig, "conf/train_heads.yaml",
-                            [f"embeddings={emb}", f"output.path={hd}"])
-    train_manifest = train_heads.run(train_cfg)
-    apply_manifest = apply_heads.run(load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
-        f"embeddings={emb}", f"heads={hd}", f"output.path={pred}"]))
-    return {"embed": emb, "heads": hd, "pred": pred, "train": train_manifest, "apply": apply_manifest,
-            "train_cfg": train_cfg}
-
-
 def test_heads_are_published_with_report_and_beat_majority(pipeline):
     hd = pipeline["heads"]
     for task in ("emotions", "neutral"):
@@ -56,7 +41,11 @@ def test_predictions_cover_every_row_and_match_in_process_scoring(pipeline):
     emb = pq.read_table(pipeline["embed"] / "embeddings", columns=["id", "embedding"])
     pred = pq.read_table(pipeline["pred"] / "predictions")
     assert pipeline["apply"]["rows"] == {"in": 5000, "out": 5000}
-    assert pred.column_names == ["id", "emotions", "emotions_scores", "neutral", "neutral_score"]
+    assert pred.column_names == ["id", "split", "emotions", "emotions_scores", "neutral", "neutral_score",
+                                 "neutral_positive_score"]
+    src = pq.read_table(SAMPLE, columns=["id", "split"]).to_pydict()
+    assert dict(zip(pred.column("id").to_pylist(), pred.column("split").to_pylist())) == dict(zip(src["id"],
+                                                                                                  src["split"]))
     assert sorted(pred.column("id").to_pylist()) == sorted(emb.column("id").to_pylist())
     spec = open_table(pipeline["embed"]).spec
     heads = load_heads(pipeline["heads"], spec)
@@ -66,8 +55,11 @@ def test_predictions_cover_every_row_and_match_in_process_scoring(pipeline):
     for i, rid in enumerate(emb.column("id").to_pylist()[:200]):
         p = 1 / (1 + np.exp(-logits["neutral"][i, 0]))
         assert by_id[rid]["neutral"] == ("neutral" if p >= 0.5 else "emotional")
-        np.testing.assert_allclose(by_id[rid]["emotions_scores"], 1 / (1 + np.exp(-logits["emotions"][i])),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(by_id[rid]["neutral_positive_score"], p, rtol=1e-5)
+        emo = next(h for h in heads if h.task.name == "emotions")
+        assert list(by_id[rid]["emotions_scores"]) == emo.labels
+        np.testing.assert_allclose(list(by_id[rid]["emotions_scores"].values()),
+                                   1 / (1 + np.exp(-logits["emotions"][i])), rtol=1e-5)
 
 
 def test_join_accounting_and_held_out_split(pipeline, spark, tmp_path):

@@ -1,0 +1,187 @@
+"""A data dictionary for a published table, as Markdown: columns, types and meaning, the feature spec in words, row
+counts, quarantine reasons.
+
+    python -m jobs.describe out/embed          # the embed job's output (embeddings + quarantine)
+    python -m jobs.describe out/predictions    # the apply job's output
+    python -m jobs.describe out/neighbours     # the neighbours job's output
+    ... [--output dictionary.md]
+
+Reads only metadata (Parquet footers and the JSON the jobs wrote), never the data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pyarrow.parquet as pq
+
+from encoder.schema import COLUMN_DOCS, ID, QUARANTINE_REASON_DOCS, TEXT
+from encoder.spec import FeatureSpec
+from encoder.table import EMBEDDINGS_DIR, MANIFEST, TableError, open_table
+from jobs.errors import InputError
+
+NEIGHBOUR_DOCS = {
+    "query_id": "the query's id in the query table",
+    "rank": "1 = nearest; ties in hamming go by id",
+    "id": "a row of the embedding table",
+    "id_a": "the smaller id of the pair",
+    "id_b": "the larger id of the pair",
+    "hamming": "bits that differ between the two codes",
+    "similarity": "1 - hamming / bits: 1.0 identical codes, about 0.5 unrelated texts",
+}
+
+
+def describe(folder: str | Path) -> str:
+    """The Markdown data dictionary of a published output folder (embed, apply_heads or neighbours)."""
+    root = Path(folder)
+    if (root / EMBEDDINGS_DIR).is_dir():
+        return _embeddings(root)
+    if (root / "predictions").is_dir():
+        return _predictions(root)
+    if (root / "search").is_dir() or (root / "duplicates").is_dir():
+        return _neighbours(root)
+    raise InputError(f"{folder} is not a published embed, apply_heads or neighbours output (no embeddings/, "
+                     "predictions/, search/ or duplicates/ folder)")
+
+
+def spec_in_words(spec: FeatureSpec) -> str:
+    """One paragraph an analyst can read: how a text became its code."""
+    layers = ", ".join(map(str, spec.layers))
+    combine = "averaged" if spec.layer_combine == "mean" else "concatenated"
+    pooling = {"mean": "mean-pooled over the tokens", "cls": "the first ([CLS]) token",
+               "max": "max-pooled over the tokens"}[spec.pooling]
+    length = (f"texts longer than {spec.max_length} tokens are truncated" if spec.long_text == "truncate" else
+              f"long texts are cut into windows of {spec.chunk_tokens} tokens every {spec.chunk_stride} tokens "
+              f"(at most {spec.max_chunks}) whose features are averaged")
+    quant = {"binary": (f"binary: bit i is 1 when dimension i is above "
+                        f"{'a per-dimension threshold calibrated on a sample' if spec.threshold_mode == 'calibrated' else 'zero'}"
+                        f", {spec.dim} bits packed big-endian into {spec.n_bytes} bytes; compare codes by Hamming "
+                        "distance (`hamming(a, b)` in `python -m jobs.sql`)"),
+             "int8": f"int8: one signed byte per dimension with a per-dimension scale ({spec.n_bytes} bytes)",
+             "fp16": f"fp16: little-endian half floats ({spec.n_bytes} bytes)",
+             "fp32": f"fp32: little-endian floats ({spec.n_bytes} bytes)"}[spec.quantization]
+    return (f"Each text is encoded by **{spec.model['name']}** (weights sha256 `{spec.model['sha256'][:12]}…`); the "
+            f"hidden states of layer(s) {layers} are {combine}, {pooling}"
+            f"{', L2-normalised' if spec.normalize else ''}; {length}. The {spec.dim} features are stored as "
+            f"{quant}. Feature spec fingerprint `{spec.fingerprint}`: heads and tables of another fingerprint are "
+            "refused.")
+
+
+def _columns(files, docs: dict[str, str]) -> list[str]:
+    schema = pq.read_schema(files[0])
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    for f in schema:
+        meaning = docs.get(f.name, "passed through from the input unchanged")
+        lines.append(f"| `{f.name}` | {f.type} | {meaning} |")
+    return lines
+
+
+def _header(title: str, root: Path, manifest: dict) -> list[str]:
+    return [f"# {title}", "", f"`{root}` → run `{manifest.get('run_id', '?')}`, created "
+            f"{manifest.get('created_at', '?')}.", ""]
+
+
+def _embeddings(root: Path) -> str:
+    try:
+        table = open_table(root)
+    except TableError as exc:
+        raise InputError(str(exc)) from None
+    m, spec = table.manifest, table.spec
+    rows = m.get("rows", {})
+    src = m.get("input", {})
+    lines = _header("Embedding table", root, m)
+    lines += ["## Rows", "", "| rows | count |", "|---|---|"]
+    lines += [f"| {k} | {v:,} |" for k, v in rows.items()]
+    lines += ["", f"Input: `{src.get('path')}` ({src.get('format')}; id column `{src.get('id_column')}`, text column "
+              f"`{src.get('text_column')}`).", "", "## Feature spec", "", spec_in_words(spec), "",
+              f"## Columns of `embeddings/` ({len(table.files)} Parquet files)", ""]
+    lines += _columns(table.files, COLUMN_DOCS)
+    quarantine = sorted((root / "quarantine").glob("*.parquet"))
+    if quarantine:
+        lines += ["", "## Columns of `quarantine/` (one row per held-back input row)", ""]
+        lines += _columns(quarantine, COLUMN_DOCS | {ID: "the input row's id as read, as a string (may be null or "
+                                                          "repeated: see reason)", TEXT: "the text as read"})
+    reasons = m.get("quarantine_reasons", {})
+    lines += ["", "## Quarantine reasons", "", "| reason | rows | meaning |", "|---|---|---|"]
+    lines += [f"| `{r}` | {reasons.get(r, 0):,} | {doc} |" for r, doc in QUARANTINE_REASON_DOCS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _predictions(root: Path) -> str:
+    m = _manifest(root)
+    tasks = m.get("tasks", {})
+    docs = {"id": "the embedding table's id (one row per embedding row)"}
+    for name, t in tasks.items():
+        labels = t.get("labels", [])
+        shown = ", ".join(f"`{x}`" for x in labels[:12]) + (f" and {len(labels) - 12} more" if len(labels) > 12 else "")
+        if t["kind"] == "multilabel":
+            docs[name] = f"labels whose probability reaches their threshold (of {shown})"
+            docs[f"{name}_scores"] = "every label's probability, by name (`" + name + "_scores.<label>`)"
+        else:
+            docs[name] = f"the predicted label ({shown})"
+            docs[f"{name}_score"] = "the probability of the predicted label"
+        if t["kind"] == "binary":
+            docs[f"{name}_positive_score"] = f"the probability of the positive label `{t.get('positive_label')}`"
+    for col in m.get("passthrough", []):
+        docs[col] = COLUMN_DOCS.get(col, "passed through from the embedding table") + " (from the embedding table)"
+    files = sorted((root / "predictions").glob("*.parquet"))
+    if not files:
+        raise InputError(f"{root / 'predictions'} holds no Parquet files")
+    lines = _header("Predictions table", root, m)
+    lines += [f"Rows: {m.get('rows', {}).get('out', sum(pq.read_metadata(f).num_rows for f in files)):,}, one per "
+              f"row of the embedding table `{m.get('embeddings')}`; heads from `{m.get('heads')}`; feature spec "
+              f"`{str(m.get('feature_spec_fingerprint'))[:16]}…`.", "", "## Tasks", "",
+              "| task | kind | labels |", "|---|---|---|"]
+    lines += [f"| {n} | {t['kind']} | {len(t.get('labels', []))} |" for n, t in tasks.items()]
+    lines += ["", f"## Columns of `predictions/` ({len(files)} Parquet files)", ""]
+    lines += _columns(files, docs)
+    return "\n".join(lines) + "\n"
+
+
+def _neighbours(root: Path) -> str:
+    m = _manifest(root)
+    lines = _header("Neighbours", root, m)
+    lines += [f"Over `{m.get('embeddings')}` ({m.get('rows', 0):,} rows, {m.get('bits')}-bit codes).", ""]
+    if "search" in m:
+        s = m["search"]
+        lines += [f"## `search/`: the {s['k']} nearest rows of each of {s['queries']} queries (from "
+                  f"{s['queries_from']})", ""]
+        lines += _columns(sorted((root / "search").glob("*.parquet")), NEIGHBOUR_DOCS)
+    if "duplicates" in m:
+        d = m["duplicates"]
+        lines += ["", f"## `duplicates/`: {d['pairs']:,} pairs within {d['radius']} bits, each once", ""]
+        lines += _columns(sorted((root / "duplicates").glob("*.parquet")), NEIGHBOUR_DOCS)
+    return "\n".join(lines) + "\n"
+
+
+def _manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{root} has no {MANIFEST}; not a published output")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="jobs.describe", description="Print a published table's data dictionary.")
+    p.add_argument("folder", help="a published output: out/embed, out/predictions or out/neighbours")
+    p.add_argument("--output", help="write the Markdown here instead of printing it")
+    args = p.parse_args(argv)
+    try:
+        text = describe(args.folder)
+    except InputError as exc:
+        print(f"jobs.describe: {exc}", file=sys.stderr)
+        return 3
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Nearest neighbours and near-duplicates over a published embedding table's binary codes.
+
+    python -m jobs.neighbours --config conf/neighbours.yaml [--set key=value ...]
+
+Publishes ``output.path`` -> a run folder with
+- ``search/``: ``query_id, rank, id, hamming, similarity``: the k nearest table rows of each query (texts encoded
+  with the table's own feature spec, or ids already in the table), ties broken by id;
+- ``duplicates/``: ``id_a, id_b, hamming, similarity``: every pair of rows within ``duplicates.radius`` bits, each
+  pair once with ``id_a < id_b``;
+- ``manifest.json`` with the counts.
+
+Search: every corpus partition computes its local top-k for all queries (``encoder.search``; the queries travel as
+packed bytes in the task closure), and a window over (hamming, id) keeps the global top-k. Near-duplicates: codes are
+cut into radius + 1 byte blocks, so two codes within the radius share an identical block (pigeonhole); rows are
+grouped by (block, value), candidate pairs are verified exactly, and a pair seen through several blocks is kept only
+under the first block the two codes share, so no all-pairs comparison and no shuffle to deduplicate.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import pyarrow as pa
+
+from encoder.schema import EMBEDDING, ID
+from encoder.search import encode_queries, pigeonhole_blocks
+from encoder.table import PublishedTable, open_table
+from encoder.typed_config import ConfigError
+from jobs import publish
+from jobs.common import SparkSettings, run_main, spark_session
+from jobs.errors import InputError
+from jobs.ingest import Format, read_table, require_columns
+from jobs.tables import arrow_type, check_table, open_embeddings, parquet_rows, spark_schema, write_manifest, \
+    write_table
+
+logger = logging.getLogger("jobs.neighbours")
+QUERY_ID, RANK, HAMMING, SIMILARITY, ID_A, ID_B = "query_id", "rank", "hamming", "similarity", "id_a", "id_b"
+
+
+@dataclass(frozen=True)
+class QueriesConfig:
+    """The query table: one row per query, named by ``id_column``; either a text to encode (``text_column``) or the
+    id of a row already in the embedding table whose stored code is the query (``table_id_column``)."""
+
+    path: str
+    format: Format = "csv"
+    id_column: str = "query_id"
+    text_column: str | None = "text"
+    table_id_column: str | None = None
+
+    def validate(self, source: str, prefix: str) -> None:
+        if (self.text_column is None) == (self.table_id_column is None):
+            raise ConfigError(source, f"{prefix}text_column", "set exactly one of text_column (query texts) and "
+                              "table_id_column (ids of rows in the embedding table)")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    queries: QueriesConfig
+    k: int = 10                              # neighbours per query
+    model: str = "package"                   # encodes query texts; must reproduce the table's feature spec
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.k < 1:
+            raise ConfigError(source, f"{prefix}k", f"= {self.k}; expected >= 1")
+
+
+@dataclass(frozen=True)
+class DuplicatesConfig:
+    radius: int = 8                          # pairs within this many differing bits (of the code's 8 * n_bytes)
+
+
+@dataclass(frozen=True)
+class NeighboursConfig:
+    embeddings: str = "out/embed"
+    search: SearchConfig | None = None       # null: no search
+    duplicates: DuplicatesConfig | None = None   # null: no near-duplicate pass
+    output: publish.PublishConfig = field(default_factory=lambda: publish.PublishConfig(path="out/neighbours"))
+    spark: SparkSettings = field(default_factory=lambda: SparkSettings(arrow_batch_rows=8192))
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.search is None and self.duplicates is None:
+            raise ConfigError(source, f"{prefix}search", "and duplicates are both null; nothing to do")
+
+
+def search_schema(id_type: pa.DataType) -> pa.Schema:
+    return pa.schema([pa.field(QUERY_ID, pa.string(), False), pa.field(RANK, pa.int32(), False),
+                      pa.field(ID, id_type, False), pa.field(HAMMING, pa.int32(), False),
+                      pa.field(SIMILARITY, pa.float32(), False)])
+
+
+def duplicates_schema(id_type: pa.DataType) -> pa.Schema:
+    return pa.schema([pa.field(ID_A, id_type, False), pa.field(ID_B, id_type, False),
+                      pa.field(HAMMING, pa.int32(), False), pa.field(SIMILARITY, pa.float32(), False)])
+
+
+def run(cfg: NeighboursConfig) -> dict:
+    t0 = time.perf_counter()
+    table = open_table(cfg.embeddings)
+    if table.spec.quantization != "binary":
+        raise ConfigError("neighbours", "embeddings", f"= {cfg.embeddings!r} holds {table.spec.quantization} codes; "
+                          "Hamming search needs a binary table (encoder.quantization: binary)")
+    try:                                      # a radius the codes cannot honour fails before Spark starts
+        blocks = pigeonhole_blocks(table.spec.n_bytes, cfg.duplicates.radius) if cfg.duplicates else None
+    except ValueError as exc:
+        raise ConfigError("neighbours", "duplicates.radius", str(exc).removeprefix("radius ")) from None
+    spark = spark_session(cfg.spark, "neighbours")
+    emb = open_embeddings(spark, table, (ID, EMBEDDING))
+    id_type = arrow_type(emb.df.schema[ID].dataType)
+    run_id, staging = publish.begin_run(cfg.output.path)
+    facts: dict = {"embeddings": str(Path(cfg.embeddings).resolve()), "rows": parquet_rows(table.files),
+                   "feature_spec_fingerprint": table.spec.fingerprint, "bits": table.spec.dim}
+    if cfg.search:
+        query_ids, codes = queries(spark, cfg.search.queries, table, emb.df, cfg.search.model)
+        write_table(search(emb.df, query_ids, codes, cfg.search.k, table, id_type), staging / "search",
+                    cfg.output.compression)
+        check_table(staging / "search", search_schema(id_type))
+        found = parquet_rows(staging / "search")
+        expected = len(query_ids) * min(cfg.search.k, facts["rows"])
+        if found != expected:
+            raise RuntimeError(f"search wrote {found} rows, expected {expected} (queries x k); not publishing")
+        facts["search"] = {"queries": len(query_ids), "k": cfg.search.k, "rows": found,
+                           "queries_from": "texts" if cfg.search.queries.text_column else "table ids"}
+    if cfg.duplicates and blocks is not None:
+        pairs = duplicates(emb.df, cfg.duplicates.radius, blocks, table, id_type)
+        write_table(pairs, staging / "duplicates", cfg.output.compression)
+        check_table(staging / "duplicates", duplicates_schema(id_type))
+        facts["duplicates"] = {"radius": cfg.duplicates.radius, "blocks": [list(b) for b in blocks],
+                               "pairs": parquet_rows(staging / "duplicates")}
+    manifest = write_manifest(staging, run_id, t0, facts)
+    out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)
+    logger.info("neighbours: rows=%d search=%s duplicates=%s seconds=%.1f output=%s run=%s", facts["rows"],
+                facts.get("search"), facts.get("duplicates", {}).get("pairs"), manifest["seconds"], out, run_id)
+    return manifest
+
+
+# -- queries ----------------------------------------------------------------------------------------------------
+def queries(spark, cfg: QueriesConfig, table: PublishedTable, corpus, model: str) -> tuple[list[str], np.ndarray]:
+    """The query table -> (query ids as strings, codes uint8[q, n_bytes]); bad rows are errors naming the row."""
+    from pyspark.sql import functions as F
+
+    df = read_table(spark, cfg.path, cfg.format, "search.queries.path")
+    value = cfg.text_column or cfg.table_id_column
+    require_columns(df.columns, [cfg.id_column, value], f"query table {cfg.path!r}",
+                    "set search.queries.id_column / text_column / table_id_column")
+    rows = df.select(F.col(cfg.id_column).cast("string").alias("q"), F.col(value).alias("v")).collect()
+    if not rows:
+        raise InputError(f"query table {cfg.path!r} has no rows")
+    qids = [r["q"] for r in rows]
+    for i, r in enumerate(rows):
+        if r["q"] is None or r["v"] is None or (isinstance(r["v"], str) and not r["v"].strip()):
+            raise InputError(f"query table {cfg.path!r} row {i + 1}: {cfg.id_column} = {r['q']!r}, {value} = "
+                             f"{r['v']!r}; every query needs an id and a non-empty {value}")
+    dup = sorted({q for q in qids if qids.count(q) > 1})
+    if dup:
+        raise InputError(f"query table {cfg.path!r}: {cfg.id_column} values {dup[:5]} occur more than once")
+    if cfg.text_column:
+        return qids, encode_queries(table.spec, model, [r["v"] for r in rows])
+    wanted = [r["v"] for r in rows]
+    found = {r[ID]: bytes(r[EMBEDDING]) for r in corpus.where(F.col(ID).isin(wanted)).collect()}
+    missing = [v for v in wanted if v not in found]
+    if missing:
+        raise InputError(f"query table {cfg.path!r}: {len(missing)} {cfg.table_id_column} value(s) are not ids of "
+                         f"the embedding table, e.g. {missing[:5]}")
+    return qids, np.frombuffer(b"".join(found[v] for v in wanted), np.uint8).reshape(len(wanted), -1)
+
+
+# -- search -----------------------------------------------------------------------------------------------------
+def search(corpus, query_ids: list[str], codes: np.ndarray, k: int, table: PublishedTable, id_type: pa.DataType):
+    """Corpus (id, embedding) -> the global top-k of each query, as a DataFrame with ``search_schema``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    local = pa.schema([pa.field("q", pa.int32(), False), pa.field(ID, id_type, False),
+                       pa.field(HAMMING, pa.int32(), False)])
+    fn = partial(_local_top_k, codes=codes.tobytes(), n_queries=len(codes), k=k, spec=table.spec, schema=local)
+    ranked = (corpus.mapInArrow(fn, spark_schema(local))
+              .withColumn(RANK, F.row_number().over(Window.partitionBy("q").orderBy(HAMMING, ID)))
+              .where(F.col(RANK) <= k))
+    names = F.array(*[F.lit(q) for q in query_ids])
+    return (ranked.select(F.element_at(names, F.col("q") + 1).alias(QUERY_ID), F.col(RANK).cast("int"), ID,
+                          HAMMING, (1.0 - F.col(HAMMING) / F.lit(float(table.spec.dim))).cast("float")
+                          .alias(SIMILARITY))
+            .repartition(1).sortWithinPartitions(QUERY_ID, RANK))
+
+
+def _local_top_k(batches, codes, n_queries, k, spec, schema):
+    from jobs.worker import local_top_k
+
+    return local_top_k(batches, np.frombuffer(codes, np.uint8).reshape(n_queries, -1), k, spec, schema)
+
+
+# -- near-duplicates ----------------------------------------------------------------------------------------------
+def duplicates(corpus, radius: int, blocks: list[tuple[int, int]], table: PublishedTable, id_type: pa.DataType):
+    """Corpus (id, embedding) -> every pair within ``radius`` bits, once, as a DataFrame with ``duplicates_schema``."""
+    from pyspark.sql import functions as F
+
+    keyed = corpus.select(ID, EMBEDDING, F.explode(F.array(*[
+        F.struct(F.lit(j).alias("block"), F.substring(EMBEDDING, s + 1, e - s).alias("key"))
+        for j, (s, e) in enumerate(blocks)])).alias("b")).select(ID, EMBEDDING, "b.block", "b.key")
+    a, b = keyed.alias("a"), keyed.alias("b")
+    candidates = a.join(b, (F.col("a.block") == F.col("b.block")) & (F.col("a.key") == F.col("b.key"))
+                        & (F.col(f"a.{ID}") < F.col(f"b.{ID}"))).select(
+        F.col(f"a.{ID}").alias(ID_A), F.col(f"b.{ID}").alias(ID_B), F.col("a.block").alias("block"),
+        F.col(f"a.{EMBEDDING}").alias("code_a"), F.col(f"b.{EMBEDDING}").alias("code_b"))
+    schema = duplicates_schema(id_type)
+    fn = partial(_verify, radius=radius, blocks=blocks, spec=table.spec, schema=schema)
+    return candidates.mapInArrow(fn, spark_schema(schema)).repartition(1).sortWithinPartitions(ID_A, ID_B)
+
+
+def _verify(batches, radius, blocks, spec, schema):
+    from jobs.worker import verify_pairs
+
+    return verify_pairs(batches, radius, blocks, spec, schema)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, argv, "neighbours", "conf/neighbours.yaml", NeighboursConfig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
