@@ -50,11 +50,13 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests -m "not e2e"
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/encode.py --per-set 1000 --repeats 3
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/heads_accuracy.py
 	$(BIN)/python bench/heads_input_scale.py
 	$(BIN)/python bench/long_texts.py
+	$(BIN)/python bench/search.py
 
 clean:
 	rm -rf out spark-warehouse metastore_db .pytest_cache

