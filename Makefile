@@ -25,7 +25,7 @@ run: embed train_heads apply_heads
 	@echo ""
 	@echo "embeddings:  out/embed/embeddings   (quarantine: out/embed/quarantine, manifest: out/embed/manifest.json)"
 	@echo "heads:       out/heads              (report: out/heads/report.md, metrics: out/heads/metrics.json)"
-	@echo "predictions: out/predictions/predictions   (manifest: out/predictions/manifest.json)"
+	@echo "predictions: out/predictions/predictions   (report: out/predictions/report.md, manifest: out/predictions/manifest.json)"
 
 embed: $(STAMP)
 	$(BIN)/python -m jobs.embed --config conf/embed.yaml

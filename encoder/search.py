@@ -150,22 +150,38 @@ def rescore(query_vectors: np.ndarray, candidates: np.ndarray, vectors: np.ndarr
 
 
 # -- near-duplicates ----------------------------------------------------------------------------------------------
-def pigeonhole_blocks(n_bytes: int, radius: int) -> list[tuple[int, int]]:
-    """Byte ranges [start, stop) cutting a code into radius + 1 blocks: two codes within ``radius`` bits differ in at
-    most ``radius`` blocks, so at least one block is identical (pigeonhole) and grouping by block value finds them."""
-    if not 0 <= radius < n_bytes:
-        raise ValueError(f"radius = {radius}; expected 0..{n_bytes - 1} for {n_bytes}-byte codes (one byte block "
-                         "per allowed bit difference, plus one)")
-    edges = np.linspace(0, n_bytes, radius + 2).round().astype(int)
+MIN_BLOCK_BITS = 8
+
+
+def pigeonhole_blocks(n_bits: int, radius: int) -> list[tuple[int, int]]:
+    """Bit ranges [start, stop) cutting a code into radius + 1 blocks: two codes within ``radius`` bits differ in at
+    most ``radius`` blocks, so at least one block is identical (pigeonhole) and grouping by block value finds them.
+    Bit-granular, so blocks stay ~n_bits / (radius + 1) bits wide (byte blocks would shrink to 1 byte at radius 24
+    and put a 256th of the corpus in every group)."""
+    top = n_bits // MIN_BLOCK_BITS - 1
+    if not 0 <= radius <= top:
+        raise ValueError(f"radius = {radius}; expected 0..{top} for {n_bits}-bit codes (radius + 1 blocks of at least "
+                         f"{MIN_BLOCK_BITS} bits; with narrower blocks nearly every pair becomes a candidate: use a "
+                         "search instead)")
+    edges = np.linspace(0, n_bits, radius + 2).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def block_keys(codes: np.ndarray, blocks: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Per block, each code's block value as fixed-width bytes (a void array: hashable, comparable, sortable)."""
+    bits = np.unpackbits(np.ascontiguousarray(codes, dtype=np.uint8), axis=1)
+    out = []
+    for s, e in blocks:
+        packed = np.packbits(bits[:, s:e], axis=1)
+        out.append(np.ascontiguousarray(packed).view(f"V{packed.shape[1]}").ravel())
+    return out
 
 
 def candidate_pairs(codes: np.ndarray, radius: int) -> np.ndarray:
     """Row pairs (a < b) sharing at least one pigeonhole block: int64[m, 2], each pair once."""
     found = []
-    for start, stop in pigeonhole_blocks(codes.shape[1], radius):
-        block = np.ascontiguousarray(codes[:, start:stop])
-        _, group, counts = np.unique(block.view(f"V{stop - start}").ravel(), return_inverse=True, return_counts=True)
+    for keys in block_keys(codes, pigeonhole_blocks(8 * codes.shape[1], radius)):
+        _, group, counts = np.unique(keys, return_inverse=True, return_counts=True)
         order = np.argsort(group, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(counts)])
         for g in np.nonzero(counts > 1)[0]:
@@ -276,10 +292,11 @@ def first_shared_block(a: np.ndarray, b: np.ndarray, blocks: list[tuple[int, int
     """Row-aligned: the index of the first pigeonhole block in which a[i] and b[i] are identical (len(blocks) when
     none). A pair found through several blocks is kept only under this one, so each pair is reported once without a
     shuffle to deduplicate."""
+    differ = np.unpackbits(np.bitwise_xor(a, b), axis=1).astype(bool)
     out = np.full(len(a), len(blocks), np.int32)
     for j in reversed(range(len(blocks))):
         s, e = blocks[j]
-        out[(a[:, s:e] == b[:, s:e]).all(axis=1)] = j
+        out[~differ[:, s:e].any(axis=1)] = j
     return out
 
 

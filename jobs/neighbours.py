@@ -11,7 +11,7 @@ Publishes ``output.path`` -> a run folder with
 
 Search: every corpus partition computes its local top-k for all queries (``encoder.search``; the queries travel as
 packed bytes in the task closure), and a window over (hamming, id) keeps the global top-k. Near-duplicates: codes are
-cut into radius + 1 byte blocks, so two codes within the radius share an identical block (pigeonhole); rows are
+cut into radius + 1 bit blocks, so two codes within the radius share an identical block (pigeonhole); rows are
 grouped by (block, value), candidate pairs are verified exactly, and a pair seen through several blocks is kept only
 under the first block the two codes share, so no all-pairs comparison and no shuffle to deduplicate.
 """
@@ -109,7 +109,7 @@ def run(cfg: NeighboursConfig) -> dict:
         raise ConfigError("neighbours", "embeddings", f"= {cfg.embeddings!r} holds {table.spec.quantization} codes; "
                           "Hamming search needs a binary table (encoder.quantization: binary)")
     try:                                      # a radius the codes cannot honour fails before Spark starts
-        blocks = pigeonhole_blocks(table.spec.n_bytes, cfg.duplicates.radius) if cfg.duplicates else None
+        blocks = pigeonhole_blocks(8 * table.spec.n_bytes, cfg.duplicates.radius) if cfg.duplicates else None
     except ValueError as exc:
         raise ConfigError("neighbours", "duplicates.radius", str(exc).removeprefix("radius ")) from None
     spark = spark_session(cfg.spark, "neighbours")
@@ -203,9 +203,10 @@ def duplicates(corpus, radius: int, blocks: list[tuple[int, int]], table: Publis
     """Corpus (id, embedding) -> every pair within ``radius`` bits, once, as a DataFrame with ``duplicates_schema``."""
     from pyspark.sql import functions as F
 
-    keyed = corpus.select(ID, EMBEDDING, F.explode(F.array(*[
-        F.struct(F.lit(j).alias("block"), F.substring(EMBEDDING, s + 1, e - s).alias("key"))
-        for j, (s, e) in enumerate(blocks)])).alias("b")).select(ID, EMBEDDING, "b.block", "b.key")
+    keyed_schema = pa.schema([pa.field(ID, id_type, False), pa.field(EMBEDDING, pa.binary(), False),
+                              pa.field("block", pa.int32(), False), pa.field("key", pa.binary(), False)])
+    keyed = corpus.mapInArrow(partial(_keys, blocks=blocks, spec=table.spec, schema=keyed_schema),
+                              spark_schema(keyed_schema))
     a, b = keyed.alias("a"), keyed.alias("b")
     candidates = a.join(b, (F.col("a.block") == F.col("b.block")) & (F.col("a.key") == F.col("b.key"))
                         & (F.col(f"a.{ID}") < F.col(f"b.{ID}"))).select(
@@ -214,6 +215,12 @@ def duplicates(corpus, radius: int, blocks: list[tuple[int, int]], table: Publis
     schema = duplicates_schema(id_type)
     fn = partial(_verify, radius=radius, blocks=blocks, spec=table.spec, schema=schema)
     return candidates.mapInArrow(fn, spark_schema(schema)).repartition(1).sortWithinPartitions(ID_A, ID_B)
+
+
+def _keys(batches, blocks, spec, schema):
+    from jobs.worker import block_rows
+
+    return block_rows(batches, blocks, spec, schema)
 
 
 def _verify(batches, radius, blocks, spec, schema):

@@ -99,6 +99,27 @@ def local_top_k(batches: Iterator[pa.RecordBatch], queries: np.ndarray, k: int, 
                                      schema=schema)
 
 
+def block_rows(batches: Iterator[pa.RecordBatch], blocks: list[tuple[int, int]], spec: FeatureSpec,
+               schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body for near-duplicates: (id, embedding) -> one row per (row, pigeonhole block) with the block's
+    value as bytes, so rows that share a block value meet in one join group."""
+    from encoder.quantize import codes_from_column
+    from encoder.search import block_keys
+
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        codes = codes_from_column(batch.column(EMBEDDING), spec.n_bytes)
+        for j, keys in enumerate(block_keys(codes, blocks)):
+            width = keys.dtype.itemsize
+            flat = pa.py_buffer(keys.tobytes())
+            offsets = pa.py_buffer((np.arange(len(keys) + 1, dtype=np.int32) * width).tobytes())
+            yield pa.RecordBatch.from_arrays([batch.column(ID), batch.column(EMBEDDING),
+                                              pa.array(np.full(len(keys), j, np.int32)),
+                                              pa.Array.from_buffers(pa.binary(), len(keys), [None, offsets, flat])],
+                                             schema=schema)
+
+
 def verify_pairs(batches: Iterator[pa.RecordBatch], radius: int, blocks: list[tuple[int, int]], spec: FeatureSpec,
                  schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """mapInArrow body for near-duplicates: candidate pairs (id_a, id_b, block, code_a, code_b) -> the pairs within

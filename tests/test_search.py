@@ -80,7 +80,7 @@ def _binary_spec(dim: int):
 def test_pigeonhole_finds_every_pair_within_radius(radius):
     """Recall exactly 1.0: codes planted at every distance up to radius + 2 from a few seeds, plus random ones."""
     rng = np.random.default_rng(radius)
-    base = rng.integers(0, 256, (20, 12), dtype=np.uint8)
+    base = rng.integers(0, 256, (20, 12), dtype=np.uint8)          # 96 bits: radius 9 gives 10 blocks of 9-10 bits
     planted = [base]
     for flips in range(0, radius + 3):
         c = base.copy()
@@ -99,11 +99,11 @@ def test_pigeonhole_finds_every_pair_within_radius(radius):
 
 
 def test_pigeonhole_blocks_cover_the_code_and_refuse_a_radius_too_large():
-    blocks = pigeonhole_blocks(48, 11)
-    assert len(blocks) == 12 and blocks[0][0] == 0 and blocks[-1][1] == 48
-    assert all(a < b for a, b in blocks) and all(blocks[i][1] == blocks[i + 1][0] for i in range(11))
+    blocks = pigeonhole_blocks(384, 24)
+    assert len(blocks) == 25 and blocks[0][0] == 0 and blocks[-1][1] == 384
+    assert all(15 <= b - a <= 16 for a, b in blocks) and all(blocks[i][1] == blocks[i + 1][0] for i in range(24))
     with pytest.raises(ValueError, match="radius = 48; expected 0..47"):
-        pigeonhole_blocks(48, 48)
+        pigeonhole_blocks(384, 48)
 
 
 def test_rescore_orders_candidates_by_cosine():
@@ -134,3 +134,21 @@ def test_code_index_finds_the_text_itself_and_refuses_another_model(tiny_model_d
                       spec.replace(model={"name": "other", "sha256": "1" * 64}), model=str(tiny_model_dir))
     with pytest.raises(SpecMismatchError, match="model"):
         other.search(["hello"])
+
+
+def test_first_shared_block_is_the_lowest_block_with_equal_keys():
+    from encoder.search import block_keys, first_shared_block
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (400, 6), dtype=np.uint8)
+    b = a.copy()
+    bits = np.unpackbits(b, axis=1)
+    for row in bits:
+        row[rng.choice(48, rng.integers(0, 12), replace=False)] ^= 1
+    b = np.packbits(bits, axis=1)
+    blocks = pigeonhole_blocks(48, 5)
+    ka, kb = block_keys(a, blocks), block_keys(b, blocks)
+    equal = np.stack([x == y for x, y in zip(ka, kb)], axis=1)              # rows x blocks
+    want = np.where(equal.any(axis=1), equal.argmax(axis=1), len(blocks))
+    np.testing.assert_array_equal(first_shared_block(a, b, blocks), want)
+    assert 0 < (want == len(blocks)).sum() < 400                             # both cases occur
