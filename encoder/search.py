@@ -178,20 +178,28 @@ def block_keys(codes: np.ndarray, blocks: list[tuple[int, int]]) -> list[np.ndar
 
 
 def candidate_pairs(codes: np.ndarray, radius: int) -> np.ndarray:
-    """Row pairs (a < b) sharing at least one pigeonhole block: int64[m, 2], each pair once."""
+    """Row pairs (a < b) sharing at least one pigeonhole block: int64[m, 2], each pair once, sorted.
+
+    Per block, rows are sorted by block value; rows d apart in that order with the same value are a pair, for
+    d = 1, 2, ... until no group is that large: vectorised over all groups at once."""
+    n = len(codes)
     found = []
     for keys in block_keys(codes, pigeonhole_blocks(8 * codes.shape[1], radius)):
-        _, group, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        _, group = np.unique(keys, return_inverse=True)
         order = np.argsort(group, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        for g in np.nonzero(counts > 1)[0]:
-            members = order[bounds[g]:bounds[g + 1]]
-            a, b = np.triu_indices(len(members), 1)
-            found.append(np.stack([members[a], members[b]], axis=1))
+        g = group[order]
+        d = 1
+        while d < n:
+            same = g[d:] == g[:-d]
+            if not same.any():
+                break
+            a, b = order[:-d][same], order[d:][same]
+            found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
+            d += 1
     if not found:
         return np.zeros((0, 2), np.int64)
-    pairs = np.sort(np.concatenate(found), axis=1).astype(np.int64)
-    return np.unique(pairs, axis=0)
+    flat = np.unique(np.concatenate(found))
+    return np.stack([flat // n, flat % n], axis=1)
 
 
 def near_duplicates(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
