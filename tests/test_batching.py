@@ -29,3 +29,9 @@ def test_unique_texts_folds_duplicates():
     uniq, inv = unique_texts(["a", "b", "a", "c", "b"])
     assert uniq == ["a", "b", "c"]
     assert [uniq[i] for i in inv] == ["a", "b", "a", "c", "b"]
+
+
+def test_batches_never_mix_token_lengths():
+    lengths = np.random.default_rng(1).integers(1, 40, size=400)
+    for b in plan_batches(lengths, token_budget=512, max_rows=32):
+        assert len(set(lengths[b].tolist())) == 1

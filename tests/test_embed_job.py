@@ -61,7 +61,7 @@ def test_publishes_table_manifest_and_spec(spark, tmp_path, sample_slice, real_l
     codes = np.frombuffer(b"".join(by_id[i] for i in src["id"]), np.uint8).reshape(300, spec.n_bytes)
     fx = FeatureExtractor(real_loaded, cfg.encoder)
     expected = fx.encode(src["text"], spec).codes
-    assert (np.unpackbits(codes) == np.unpackbits(expected)).mean() > 0.999
+    np.testing.assert_array_equal(codes, expected)   # batches hold one token length: no padding, no drift
     assert table.column("text_sha256").to_pylist()[0] == hashlib.sha256(
         src["text"][src["id"].index(table.column("id")[0].as_py())].encode()).hexdigest()
 
@@ -244,3 +244,52 @@ def test_keep_text_stores_the_text_and_predictions_can_carry_it(spark, tmp_path,
                                                                                                    src["text"]))
     with pytest.raises(ConfigError, match="keep_text"):
         config(tmp_path, sample_slice, "parquet", "input.keep_text=true", "input.passthrough=[text]")
+
+
+def test_nightly_feed_faults_are_read_or_quarantined_never_coerced(spark, tmp_path):
+    # CSV: a quoted field spanning lines is one text; a record that cannot be parsed is quarantined
+    csv = tmp_path / "multi.csv"
+    csv.write_text('id,text\n1,"line one\nline two"\n2,plain\n3,"unterminated, too,many\n')
+    cfg = config(tmp_path / "c", csv, "csv", "output.max_quarantine_fraction=1.0", "input.keep_text=true")
+    m = embed.run(cfg)
+    emb = pq.read_table(Path(cfg.output.path) / "embeddings").to_pydict()
+    assert dict(zip(emb["id"], emb["text"])) == {"1": "line one\nline two", "2": "plain"}
+    assert m["rows"]["in"] == m["rows"]["written"] + m["rows"]["quarantined"] and m["rows"]["quarantined"] >= 1
+    assert set(m["quarantine_reasons"]) == {"malformed_record"}
+    # Parquet: invalid UTF-8 in the text or the id is quarantined with its own reason, the run goes on
+    bad = pa.array([b"fine text", b"caf\xe9 au lait", b"also fine"], pa.binary()).view(pa.string())
+    ids = pa.array([b"a", b"b", b"\xffc"], pa.binary()).view(pa.string())
+    pq_in = tmp_path / "utf8.parquet"
+    pq.write_table(pa.table({"id": ids, "text": bad}), pq_in)
+    cfg = config(tmp_path / "u", pq_in, "parquet", "input.passthrough=[]", "output.max_quarantine_fraction=1.0")
+    m = embed.run(cfg)
+    assert m["rows"] == {"in": 3, "written": 1, "quarantined": 2, "truncated": 0}
+    assert m["quarantine_reasons"] == {"invalid_utf8": 2}
+    # JSONL: float and boolean ids are quarantined, not turned into strings like "15998.0" / "true"
+    js = tmp_path / "ids.jsonl"
+    js.write_text("\n".join(json.dumps(r) for r in [{"id": "x1", "text": "a"}, {"id": 15998.0, "text": "b"},
+                                                     {"id": True, "text": "c"}, {"id": "x2", "text": "d"}]) + "\n")
+    cfg = config(tmp_path / "j", js, "jsonl", "output.max_quarantine_fraction=1.0")
+    m = embed.run(cfg)
+    assert pq.read_table(Path(cfg.output.path) / "embeddings").column("id").to_pylist() in (["x1", "x2"],
+                                                                                            ["x2", "x1"])
+    assert m["quarantine_reasons"] == {"id_wrong_type": 2}
+    js.write_text("\n".join(json.dumps(r) for r in [{"id": 7, "text": "a"}, {"id": 2.5, "text": "b"}]) + "\n")
+    m = embed.run(config(tmp_path / "k", js, "jsonl", "output.max_quarantine_fraction=1.0"))
+    assert m["rows"]["written"] == 1 and m["quarantine_reasons"] == {"id_wrong_type": 1}
+
+
+def test_an_empty_or_truncated_feed_does_not_replace_the_table(spark, tmp_path, sample_slice):
+    cfg = config(tmp_path, sample_slice)
+    embed.run(cfg)
+    before = _published(cfg)
+    small = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(sample_slice).slice(0, 100), small)          # 100 of 300 rows: a drop of 2/3
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(sample_slice).slice(0, 0), empty)
+    for path, match in ((small, "100 rows, below output.min_rows_share = 0.5 of the 300"), (empty, "no rows")):
+        with pytest.raises(InputError, match=match):
+            embed.run(config(tmp_path, path))
+        assert _published(cfg) == before
+    m = embed.run(config(tmp_path, small, "parquet", "output.force=true"))      # a real drop, forced
+    assert m["rows"]["written"] == 100
