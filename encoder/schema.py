@@ -17,8 +17,11 @@ TABLE_FORMAT_VERSION = 1
 #   empty_text        the text is empty or whitespace only
 #   text_not_string   JSONL: the text field holds a number, list, object or boolean
 #   malformed_record  JSONL/CSV: the line could not be parsed into the declared columns
+#   invalid_utf8      the id or the text holds bytes that are not valid UTF-8 (Parquet strings are raw bytes)
+#   id_wrong_type     JSONL: the id is a float, boolean, list or object, or a string/number where the column is the
+#                     other kind; never coerced (15998.0 must not become the id "15998.0")
 QuarantineReason = Literal["null_id", "duplicate_id", "null_text", "empty_text", "text_not_string",
-                           "malformed_record"]
+                           "malformed_record", "invalid_utf8", "id_wrong_type"]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)
 QUARANTINE_REASON_DOCS = {
     "null_id": "the id column is null",
@@ -27,6 +30,8 @@ QUARANTINE_REASON_DOCS = {
     "empty_text": "the text is empty or whitespace only",
     "text_not_string": "JSONL: the text field holds a number, list, object or boolean",
     "malformed_record": "JSONL/CSV: the line could not be parsed into the declared columns",
+    "invalid_utf8": "the id or the text holds bytes that are not valid UTF-8",
+    "id_wrong_type": "JSONL: the id's JSON type is not the id column's (a float or boolean id is never coerced)",
 }
 assert set(QUARANTINE_REASON_DOCS) == set(QUARANTINE_REASONS)
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 from encoder.typed_config import apply_overrides, build, read_yaml
@@ -26,8 +28,11 @@ class SparkSettings:
     conf: dict[str, Any] = field(default_factory=dict)  # any other spark.* settings, passed through
 
 
-def parse_args(argv: list[str] | None, prog: str, default_config: str) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str, default_config: str, dry_run: bool = False) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=f"Run the {prog} job.")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true", help="check the config, the model and the input (columns, "
+                       "row counts, faults by reason) without encoding or writing anything; prints JSON")
     p.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set output.path=/data/emb (repeatable)")
@@ -72,18 +77,45 @@ def spark_session(settings: SparkSettings, app_name: str):
     return spark
 
 
-def run_main(fn: Callable[[Any], Any], argv: list[str] | None, prog: str, default_config: str, cls: type) -> int:
+def run_main(fn: Callable[[Any], Any], argv: list[str] | None, prog: str, default_config: str, cls: type,
+             dry_run: Callable[[Any], Any] | None = None) -> int:
     """Parse args, load the config before Spark starts, run. A known error (``jobs.errors``) ends the job with one
-    line on stderr and its documented exit code; an unexpected one keeps its traceback."""
-    args = parse_args(argv, prog, default_config)
+    line on stderr and its documented exit code; an unexpected one keeps its traceback (exit code 1). Every run that
+    got past its config is recorded in the output's run log (``jobs.publish.log_run``)."""
+    args = parse_args(argv, prog, default_config, dry_run is not None)
     setup_logging()
+    cfg = None
+    started = datetime.now(timezone.utc)
     try:
         cfg = load_config(cls, args.config, args.overrides)
-        fn(cfg)
-    except Exception as exc:  # noqa: BLE001 - known errors become exit codes, the rest re-raise
-        code = exit_code(exc)
+        if getattr(args, "dry_run", False):
+            print(json.dumps(dry_run(cfg), indent=2, sort_keys=True, default=str))   # type: ignore[misc]
+            return 0
+        manifest = fn(cfg) or {}
+    except BaseException as exc:  # noqa: BLE001 - known errors become exit codes, the rest re-raise
+        code = exit_code(exc) if isinstance(exc, Exception) else None
+        _log(cfg, prog, started, "failed", {"exit_code": 1 if code is None else code, "error": one_line(exc)})
         if code is None:
             raise
         print(f"{prog}: {one_line(exc)}", file=sys.stderr)
         return code
+    _log(cfg, prog, started, "published", {"exit_code": 0, "rows": manifest.get("rows"),
+                                           "spec": manifest.get("feature_spec", {}).get("fingerprint")
+                                           or manifest.get("feature_spec_fingerprint"),
+                                           **{k: manifest[k] for k in ("counts",) if k in manifest}})
     return 0
+
+
+def _log(cfg, prog: str, started: datetime, status: str, facts: dict) -> None:
+    output = getattr(getattr(cfg, "output", None), "path", None)
+    if output is None:
+        return
+    from jobs.publish import log_run
+
+    now = datetime.now(timezone.utc)
+    try:
+        log_run(output, {"job": prog, "status": status, "started_at": started.isoformat(timespec="seconds"),
+                         "finished_at": now.isoformat(timespec="seconds"),
+                         "seconds": round((now - started).total_seconds(), 2), **facts})
+    except OSError as exc:   # the run log must never turn a result into a failure
+        logger.warning("could not append to the run log of %s: %s", output, exc)

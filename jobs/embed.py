@@ -36,7 +36,7 @@ from encoder.spec import FeatureSpec
 from encoder.typed_config import ConfigError
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
-from jobs.errors import QuarantineLimitError
+from jobs.errors import InputError, QuarantineLimitError
 from jobs.ingest import C_ID, C_REASON, C_SOURCE, C_TEXT, InputConfig, check_input, read_input
 from jobs.tables import arrow_type, check_table, parquet_rows, spark_schema, write_manifest, write_table
 
@@ -47,9 +47,15 @@ logger = logging.getLogger("jobs.embed")
 class OutputConfig(publish.PublishConfig):
     path: str = "out/embed"                  # git-ignored by default
     max_quarantine_fraction: float = 0.01    # above this share of bad rows the run fails and is not published
+    # A nightly feed that arrives empty or truncated must not replace a good table: below this share of the rows the
+    # previous published run read, the run fails before encoding (and an empty input always fails) unless force.
+    min_rows_share: float = 0.5
+    force: bool = False
 
     def validate(self, source: str, prefix: str) -> None:
         super().validate(source, prefix)
+        if not 0.0 <= self.min_rows_share <= 1.0:
+            raise ConfigError(source, f"{prefix}min_rows_share", f"= {self.min_rows_share}; expected 0..1")
         if not 0.0 <= self.max_quarantine_fraction <= 1.0:
             raise ConfigError(source, f"{prefix}max_quarantine_fraction",
                               f"= {self.max_quarantine_fraction}; expected 0..1")
@@ -74,13 +80,16 @@ def run(cfg: EmbedConfig) -> dict:
     # Marked once (the duplicate check is a shuffle) and reused by calibration, encoding, quarantine and counts.
     df = read_input(spark, cfg.input).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        check_row_count(df.count(), cfg.output)
         run_id, staging = publish.begin_run(cfg.output.path)
         logger.info("run %s staging in %s", run_id, staging)
         spec = spec or plan(cfg, extractor, df)
         spec.save(staging)
         parts = cfg.encode_partitions or spark.sparkContext.defaultParallelism
         schema = table_schema(df, cfg.input)
-        write(encode(valid_rows(df), cfg, spec, schema, parts), quarantined_rows(df), staging, cfg)
+        with Progress(spark.sparkContext, valid_rows(df).count()) as progress:
+            write(encode(valid_rows(df), cfg, spec, schema, parts, progress.rows), quarantined_rows(df), staging,
+                  cfg)
         facts = validate(spark, df, staging, spec, schema, cfg)
         manifest = write_manifest(staging, run_id, t0, {
             "table_format_version": TABLE_FORMAT_VERSION,
@@ -113,6 +122,24 @@ def check(cfg: EmbedConfig) -> tuple[FeatureExtractor, FeatureSpec | None]:
 def _driver_encoder(model: str):
     """The driver's copy of the encoder (fingerprint, calibration); kept for later runs in the same process."""
     return load_encoder(model, device="cpu", threads=0)
+
+
+def check_row_count(rows: int, out: OutputConfig) -> None:
+    """Refuse an empty input, and one below ``min_rows_share`` of what the previous published run read, unless
+    ``output.force``: a truncated nightly feed must not replace a good table."""
+    if out.force:
+        return
+    if rows == 0:
+        raise InputError("the input has no rows; not replacing the published table (set output.force=true to "
+                         "publish an empty table)")
+    previous = publish.current_run(out.path)
+    manifest = previous / "manifest.json" if previous is not None else None
+    if manifest is not None and manifest.is_file():
+        before = json.loads(manifest.read_text(encoding="utf-8")).get("rows", {}).get("in", 0)
+        if before and rows < out.min_rows_share * before:
+            raise InputError(f"the input has {rows:,} rows, below output.min_rows_share = {out.min_rows_share} of the "
+                             f"{before:,} the published run {previous.name} read; not replacing it (set "
+                             "output.force=true if the drop is real)")
 
 
 # -- plan -------------------------------------------------------------------------------------------------------
@@ -158,7 +185,7 @@ def passthrough_columns(input_cfg: InputConfig) -> tuple[str, ...]:
 
 
 # -- encode -----------------------------------------------------------------------------------------------------
-def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partitions: int):
+def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partitions: int, rows_done=None):
     """Valid input rows (``_id``, ``_text``, passthrough) -> embedding-table rows, as a DataFrame.
 
     Rows are hash-partitioned and sorted by id so batches, and therefore bytes, repeat on a rerun. One task per
@@ -168,17 +195,59 @@ def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partit
                                                  "table_format_version": TABLE_FORMAT_VERSION}, sort_keys=True)
     from pyspark.sql import functions as F
 
-    fn = partial(_encode, cfg=cfg.encoder, spec=spec, passthrough=passthrough_columns(cfg.input), schema=schema)
+    fn = partial(_encode, cfg=cfg.encoder, spec=spec, passthrough=passthrough_columns(cfg.input), schema=schema,
+                 rows_done=rows_done)
     kept = [F.col(C_TEXT).alias(TEXT)] if cfg.input.keep_text else []
     return (valid.select(C_ID, C_TEXT, *cfg.input.passthrough, *kept)
             .repartition(partitions, C_ID).sortWithinPartitions(C_ID)
             .mapInArrow(fn, spark_schema(schema, {EMBEDDING: {SPEC_METADATA_KEY: spec_meta}})))
 
 
-def _encode(batches, cfg, spec, passthrough, schema):
+def _encode(batches, cfg, spec, passthrough, schema, rows_done=None):
     from jobs.worker import encode_partition
 
-    return encode_partition(batches, cfg, spec, C_ID, C_TEXT, passthrough, schema)
+    for out in encode_partition(batches, cfg, spec, C_ID, C_TEXT, passthrough, schema):
+        if rows_done is not None:
+            rows_done.add(out.num_rows)
+        yield out
+
+
+class Progress:
+    """Logs encoding progress from the driver: rows done of total, rows/s and ETA, each time a partition finishes
+    (Spark merges a task's accumulator updates when the task ends), polled every few seconds."""
+
+    def __init__(self, sc, total: int, every_s: float = 5.0):
+        self.rows = sc.accumulator(0)
+        self.total, self.every_s = total, every_s
+        self._stop = None
+
+    def __enter__(self) -> "Progress":
+        import threading
+
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        threading.Thread(target=self._loop, daemon=True, name="embed-progress").start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()   # type: ignore[union-attr]
+        self._report(final=True)
+
+    def _loop(self) -> None:
+        last = -1
+        while not self._stop.wait(self.every_s):   # type: ignore[union-attr]
+            done = self.rows.value
+            if done != last:
+                self._report()
+                last = done
+
+    def _report(self, final: bool = False) -> None:
+        done, total = self.rows.value, max(self.total, 1)
+        secs = time.perf_counter() - self._t0
+        rate = done / secs if secs > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        logger.info("encoded %d of %d rows (%.0f%%), %.1f rows/s%s", done, self.total, 100 * done / total, rate,
+                    "" if final else f", ETA {eta:.0f} s")
 
 
 # -- write, validate --------------------------------------------------------------------------------------------
@@ -216,8 +285,26 @@ def validate(spark, df, staging: Path, spec: FeatureSpec, schema: pa.Schema, cfg
             "quarantine_reasons": dict(sorted(reasons.items()))}
 
 
+def dry_run(cfg: EmbedConfig) -> dict:
+    """``--dry-run``: the config, the model and the input checked (columns and types, rows, faulty rows by reason,
+    the quarantine limit) without encoding or writing anything."""
+    from pyspark.sql import functions as F
+
+    extractor, spec = check(cfg)
+    spark = spark_session(cfg.spark, "embed")
+    df = read_input(spark, cfg.input)
+    counts = {r[C_REASON] or "valid": r["n"] for r in df.groupBy(C_REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
+    rows = sum(counts.values())
+    bad = rows - counts.get("valid", 0)
+    return {"config": "ok", "model": extractor.loaded.fingerprint, "input": cfg.input.path, "rows": rows,
+            "valid": counts.get("valid", 0), "quarantine": {k: v for k, v in sorted(counts.items()) if k != "valid"},
+            "quarantine_limit_ok": (bad / rows if rows else 0.0) <= cfg.output.max_quarantine_fraction,
+            "feature_spec": spec.fingerprint if spec is not None else "calibrated at run time",
+            "output": cfg.output.path}
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(run, argv, "embed", "conf/embed.yaml", EmbedConfig)
+    return run_main(run, argv, "embed", "conf/embed.yaml", EmbedConfig, dry_run=dry_run)
 
 
 if __name__ == "__main__":

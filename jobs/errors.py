@@ -7,6 +7,7 @@
 | 4 | QuarantineLimitError | too many input rows were quarantined; nothing was published |
 | 5 | SpecMismatchError | artifacts of different feature specs were to be mixed (table vs heads, table vs encoder) |
 | 6 | TableError | a published table is not what it promises (a file of another spec, repeated ids) |
+| 7 | OutputLockedError | another live run is writing the same output path; nothing was touched |
 
 Anything else is unexpected and keeps its traceback (exit code 1).
 """
@@ -16,6 +17,7 @@ from encoder.spec import SpecMismatchError
 from encoder.table import TableError
 from encoder.typed_config import ConfigError
 from heads.tasks import LabelError
+from jobs.publish import OutputLockedError
 
 
 class InputError(ValueError):
@@ -27,7 +29,8 @@ class QuarantineLimitError(RuntimeError):
 
 
 EXIT_CODES: dict[type[BaseException], int] = {
-    ConfigError: 2, InputError: 3, LabelError: 3, QuarantineLimitError: 4, SpecMismatchError: 5, TableError: 6}
+    ConfigError: 2, InputError: 3, LabelError: 3, QuarantineLimitError: 4, SpecMismatchError: 5, TableError: 6,
+    OutputLockedError: 7}
 
 
 def exit_code(exc: BaseException) -> int | None:

@@ -148,7 +148,8 @@ def _read_parquet(spark: SparkSession, cfg: InputConfig) -> DataFrame:
 
 def _read_csv(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     sep = "\t" if cfg.format == "tsv" else ","
-    opts = {"header": "true", "sep": sep, "escape": '"', "mode": "PERMISSIVE",
+    # multiLine: a quoted field may span lines (real exports do); the cost is that a file is read by one task
+    opts = {"header": "true", "sep": sep, "escape": '"', "mode": "PERMISSIVE", "multiLine": "true",
             "columnNameOfCorruptRecord": "_corrupt_record"}
     header = spark.read.options(**opts).csv(to_uri(cfg.path)).columns  # header only; every column is a string
     _require_columns(header, cfg, cfg.format.upper())
@@ -167,6 +168,8 @@ def _read_jsonl(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     fields = {f.name: f for f in inferred.fields if f.name != "_corrupt_record"}
     _require_columns(list(fields), cfg, "JSONL input")
     fields[cfg.text_column] = T.StructField(cfg.text_column, T.StringType())
+    if isinstance(fields[cfg.id_column].dataType, T.DoubleType):   # integer ids with some floats among them: the
+        fields[cfg.id_column] = T.StructField(cfg.id_column, T.LongType())   # floats are quarantined below
     if not isinstance(fields[cfg.id_column].dataType, ID_SPARK_TYPES):
         raise InputError(f"input.id_column {cfg.id_column!r} has JSON type "
                          f"{fields[cfg.id_column].dataType.simpleString()}; expected string or integer")
@@ -174,11 +177,16 @@ def _read_jsonl(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     v = F.expr("try_parse_json(value)")
     text_type = F.expr(f"schema_of_variant(variant_get(try_parse_json(value), '$.{_json_key(cfg.text_column)}', "
                        "'variant'))")
-    df = raw.select(F.col("value"), v.alias("_v"), text_type.alias("_ttype"),
+    id_type = F.expr(f"schema_of_variant(variant_get(try_parse_json(value), '$.{_json_key(cfg.id_column)}', "
+                     "'variant'))")
+    df = raw.select(F.col("value"), v.alias("_v"), text_type.alias("_ttype"), id_type.alias("_itype"),
                     F.from_json(F.col("value"), schema).alias("_r"))
+    id_ok = (["STRING"] if isinstance(fields[cfg.id_column].dataType, T.StringType)
+             else ["BIGINT", "INT", "SMALLINT", "TINYINT"])
     not_object = F.col("_v").isNull() | ~F.expr("schema_of_variant(_v)").startswith("OBJECT")
     reason = (F.when(not_object, F.lit("malformed_record"))
-              .when(F.col("_ttype").isNotNull() & ~F.col("_ttype").isin("STRING", "VOID"), F.lit("text_not_string")))
+              .when(F.col("_ttype").isNotNull() & ~F.col("_ttype").isin("STRING", "VOID"), F.lit("text_not_string"))
+              .when(F.col("_itype").isNotNull() & ~F.col("_itype").isin("VOID", *id_ok), F.lit("id_wrong_type")))
     df = df.select(F.col("value"), reason.alias("_pre"), "_r.*")
     return _normalise(df, cfg, F.col("_pre"), F.when(F.col("_pre").isNotNull(), F.col("value")))
 
@@ -193,9 +201,13 @@ def _mark_faults(df: DataFrame) -> DataFrame:
     """Fill ``_reason`` for null/duplicate ids and null/blank texts; parse faults already set take precedence."""
     dup = F.count(F.lit(1)).over(Window.partitionBy(C_ID)) > 1
     blank = F.length(F.regexp_replace(F.col(C_TEXT), r"(?U)\s+", "")) == 0
+    invalid = ~F.expr(f"is_valid_utf8({C_TEXT})")
+    if isinstance(df.schema[C_ID].dataType, T.StringType):
+        invalid = invalid | ~F.expr(f"is_valid_utf8({C_ID})")
     reason = F.coalesce(
         F.col(C_REASON),
         F.when(F.col(C_ID).isNull(), F.lit("null_id"))
+        .when(F.col(C_TEXT).isNotNull() & invalid, F.lit("invalid_utf8"))
         .when(F.col(C_TEXT).isNull(), F.lit("null_text"))
         .when(blank, F.lit("empty_text"))
         .when(dup, F.lit("duplicate_id")))
