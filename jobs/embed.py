@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,8 +31,8 @@ from encoder.build_spec import build_spec, needs_calibration
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
 from encoder.model import load_encoder
-from encoder.schema import (EMBEDDING, ID, REASON, SOURCE, SPEC_METADATA_KEY, TABLE_FORMAT_VERSION, TEXT,
-                            TRUNCATED, embedding_schema, quarantine_schema)
+from encoder.schema import (EMBEDDING, ID, N_TOKENS, REASON, SOURCE, SPEC_METADATA_KEY, TABLE_FORMAT_VERSION,
+                            TEXT, TEXT_SHA256, TRUNCATED, embedding_schema, quarantine_schema)
 from encoder.spec import FeatureSpec
 from encoder.typed_config import ConfigError
 from jobs import publish
@@ -51,6 +52,11 @@ class OutputConfig(publish.PublishConfig):
     # previous published run read, the run fails before encoding (and an empty input always fails) unless force.
     min_rows_share: float = 0.5
     force: bool = False
+    # full: encode every row. incremental (the nightly default in conf/embed.yaml): the published table is the base;
+    # only rows whose id is new or whose text changed (sha256) are encoded, the rest are carried over byte for byte.
+    # The base must have this run's feature spec (a new model or spec means a full run). No base: a full run.
+    mode: Literal["full", "incremental"] = "full"
+    deletions: Literal["drop", "keep"] = "drop"   # incremental: base ids missing from today's input (drop mirrors it)
 
     def validate(self, source: str, prefix: str) -> None:
         super().validate(source, prefix)
@@ -83,14 +89,22 @@ def run(cfg: EmbedConfig) -> dict:
         check_row_count(df.count(), cfg.output)
         run_id, staging = publish.begin_run(cfg.output.path)
         logger.info("run %s staging in %s", run_id, staging)
-        spec = spec or plan(cfg, extractor, df)
+        base = base_table(cfg, extractor, spec)
+        spec = spec or (base.spec if base is not None else plan(cfg, extractor, df))
         spec.save(staging)
         parts = cfg.encode_partitions or spark.sparkContext.defaultParallelism
         schema = table_schema(df, cfg.input)
-        with Progress(spark.sparkContext, valid_rows(df).count()) as progress:
-            write(encode(valid_rows(df), cfg, spec, schema, parts, progress.rows), quarantined_rows(df), staging,
-                  cfg)
-        facts = validate(spark, df, staging, spec, schema, cfg)
+        if base is None:
+            todo, carried, delta = valid_rows(df), None, None
+        else:
+            todo, carried, delta = changes(spark, valid_rows(df), base, cfg, schema)
+        with Progress(spark.sparkContext, delta["encoded"] if delta else valid_rows(df).count()) as progress:
+            encoded = encode(todo, cfg, spec, schema, parts, progress.rows)
+            write(encoded if carried is None else merge(encoded, carried, spec, schema, parts), quarantined_rows(df),
+                  staging, cfg)
+        facts = validate(spark, df, staging, spec, schema, cfg, kept=delta["kept"] if delta else 0)
+        if base is not None:
+            facts["incremental"] = {"parent_run": base.root.name, **delta}
         manifest = write_manifest(staging, run_id, t0, {
             "table_format_version": TABLE_FORMAT_VERSION,
             "input": {"path": cfg.input.path, "format": cfg.input.format, "id_column": cfg.input.id_column,
@@ -122,6 +136,88 @@ def check(cfg: EmbedConfig) -> tuple[FeatureExtractor, FeatureSpec | None]:
 def _driver_encoder(model: str):
     """The driver's copy of the encoder (fingerprint, calibration); kept for later runs in the same process."""
     return load_encoder(model, device="cpu", threads=0)
+
+
+# -- incremental ------------------------------------------------------------------------------------------------
+def base_table(cfg: EmbedConfig, extractor: FeatureExtractor, spec: FeatureSpec | None):
+    """The published table an incremental run builds on (its run folder, so the publish swap cannot move it), or
+    None for a full run. A base of another feature spec is an error naming both fingerprints."""
+    from encoder.spec import SpecMismatchError
+    from encoder.table import open_table
+
+    current = publish.current_run(cfg.output.path)
+    if cfg.output.mode != "incremental" or current is None:
+        return None
+    base = open_table(current)
+    if spec is None:          # calibrated thresholds: the base's own spec, if this encoder reproduces it
+        extractor.check_spec(base.spec)
+        return base
+    if spec.fingerprint != base.spec.fingerprint:
+        raise SpecMismatchError(f"output.mode = incremental builds on the published table {current.name}, whose "
+                                f"feature spec is {base.spec.fingerprint[:16]}…; this config gives "
+                                f"{spec.fingerprint[:16]}…; a new model or spec needs output.mode=full")
+    return base
+
+
+def text_hash(col):
+    """sha256 (hex) of a text's UTF-8 bytes, in Spark: the same value as the stored text_sha256 (Python hashlib)."""
+    from pyspark.sql import functions as F
+
+    return F.sha2(col, 256)
+
+
+def changes(spark, valid, base, cfg: EmbedConfig, schema: pa.Schema):
+    """Split today's valid rows against the base: -> (rows to encode, carried embedding-table rows, counts).
+
+    New ids and changed texts are encoded; unchanged rows keep the base's code, hash, token count and truncation
+    flag, with today's passthrough values; base ids missing today are dropped or kept (``output.deletions``)."""
+    from pyspark.sql import functions as F
+
+    old = spark.read.parquet(*[f.absolute().as_uri() for f in base.files])
+    if old.columns != schema.names:
+        raise ConfigError("embed", "output.mode", f"= incremental, but the published table's columns {old.columns} "
+                          f"differ from this run's {schema.names} (passthrough or keep_text changed); run with "
+                          "output.mode=full")
+    today = valid.withColumn("_sha", text_hash(F.col(C_TEXT)))
+    j = today.join(old.select(F.col(ID).alias("_bid"), F.col(TEXT_SHA256).alias("_bsha")),
+                   today[C_ID] == F.col("_bid"), "left")
+    kind = F.when(F.col("_bid").isNull(), "new").when(F.col("_sha") != F.col("_bsha"), "changed").otherwise("same")
+    j = j.withColumn("_kind", kind).persist()
+    counts = {r["_kind"]: r["n"] for r in j.groupBy("_kind").agg(F.count(F.lit(1)).alias("n")).collect()}
+    todo = j.where(F.col("_kind") != "same").select(*valid.columns)
+    extra = passthrough_columns(cfg.input)
+    keep = (EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED)
+    same = (j.where(F.col("_kind") == "same").select(C_ID, *[F.col(c) for c in extra if c != TEXT],
+                                                   *([F.col(C_TEXT).alias(TEXT)] if cfg.input.keep_text else []))
+            .join(old.select(F.col(ID).alias(C_ID), *keep), C_ID))
+    gone = old.join(today.select(F.col(C_ID).alias(ID)), ID, "left_anti")
+    deleted = gone.count()
+    carried = same.select(F.col(C_ID).alias(ID), *keep, *extra)
+    kept = 0
+    if cfg.output.deletions == "keep" and deleted:
+        carried = carried.unionByName(gone.select(*schema.names))
+        kept = deleted
+    delta = {"new": counts.get("new", 0), "changed": counts.get("changed", 0), "unchanged": counts.get("same", 0),
+             "deleted": deleted, "kept": kept, "encoded": counts.get("new", 0) + counts.get("changed", 0)}
+    logger.info("incremental: %s", delta)
+    return todo, carried.select(*schema.names), delta
+
+
+def merge(encoded, carried, spec: FeatureSpec, schema: pa.Schema, partitions: int):
+    """Encoded and carried rows as one table, laid out exactly as a full run lays it out (hash partitions of the id,
+    sorted by id) and typed exactly as it types it (an Arrow pass-through restores the non-null columns and the
+    spec on the embedding column that a Parquet read loses), so the files match a full run's."""
+    both = encoded.unionByName(carried).repartition(partitions, ID).sortWithinPartitions(ID)
+    return both.mapInArrow(_same_rows, spark_schema(schema, {EMBEDDING: {SPEC_METADATA_KEY: _spec_meta(spec)}}))
+
+
+def _same_rows(batches):
+    yield from batches
+
+
+def _spec_meta(spec: FeatureSpec) -> str:
+    return json.dumps(spec.to_json_dict() | {"fingerprint": spec.fingerprint,
+                                            "table_format_version": TABLE_FORMAT_VERSION}, sort_keys=True)
 
 
 def check_row_count(rows: int, out: OutputConfig) -> None:
@@ -191,8 +287,7 @@ def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partit
     Rows are hash-partitioned and sorted by id so batches, and therefore bytes, repeat on a rerun. One task per
     core: measured faster than 4 per core on local[2] (bench/encode.py), since each task pays a start.
     """
-    spec_meta = json.dumps(spec.to_json_dict() | {"fingerprint": spec.fingerprint,
-                                                 "table_format_version": TABLE_FORMAT_VERSION}, sort_keys=True)
+    spec_meta = _spec_meta(spec)
     from pyspark.sql import functions as F
 
     fn = partial(_encode, cfg=cfg.encoder, spec=spec, passthrough=passthrough_columns(cfg.input), schema=schema,
@@ -256,9 +351,9 @@ def write(encoded, quarantine, staging: Path, cfg: EmbedConfig) -> None:
     write_table(quarantine, staging / "quarantine", cfg.output.compression)
 
 
-def validate(spark, df, staging: Path, spec: FeatureSpec, schema: pa.Schema, cfg: EmbedConfig) -> dict:
-    """The written tables before publishing: schemas, code widths, rows in = written + quarantined, the quarantine
-    limit. Returns the manifest's row facts."""
+def validate(spark, df, staging: Path, spec: FeatureSpec, schema: pa.Schema, cfg: EmbedConfig, kept: int = 0) -> dict:
+    """The written tables before publishing: schemas, code widths, rows in = written + quarantined (+ rows an
+    incremental run kept for ids missing today), the quarantine limit. Returns the manifest's row facts."""
     from pyspark.sql import functions as F
 
     rows_in = df.count()
@@ -271,9 +366,9 @@ def validate(spark, df, staging: Path, spec: FeatureSpec, schema: pa.Schema, cfg
     truncated, bad_len = int(stats["t"] or 0), int(stats["bad_len"] or 0)
     if bad_len:
         raise RuntimeError(f"{bad_len} embeddings are not {spec.n_bytes} bytes long; not publishing")
-    if rows_in != written + quarantined:
-        raise RuntimeError(f"rows in ({rows_in}) != written ({written}) + quarantined ({quarantined}); not publishing "
-                           f"{staging}")
+    if rows_in + kept != written + quarantined:
+        raise RuntimeError(f"rows in ({rows_in}) + kept ({kept}) != written ({written}) + quarantined ({quarantined});"
+                           f" not publishing {staging}")
     reasons = {r[REASON]: r["n"] for r in spark.read.parquet((staging / "quarantine").as_uri())
                .groupBy(REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
     fraction = quarantined / rows_in if rows_in else 0.0

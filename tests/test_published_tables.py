@@ -2,6 +2,7 @@
 documented exit code before touching their output."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def test_model_errors_are_config_errors_before_spark_and_before_a_run_folder(tmp
         code = embed.main(["--set", setting, "--set", f"output.path={out}"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code in (2, 3) and text in err[-1] and "Traceback" not in "\n".join(err)
-    assert not out.exists() and not (tmp_path / "emb.runs").exists()
+    runs = tmp_path / "emb.runs"           # only the run log (a monitor sees the failures), no run folder
+    assert not out.exists() and not [p for p in runs.iterdir() if p.is_dir()]
+    assert [json.loads(x)["exit_code"] for x in (runs / "runs.jsonl").read_text().splitlines()] == [2, 3]
 
 
 def test_a_missing_passthrough_column_is_reported_before_spark(tmp_path, capsys, monkeypatch):

@@ -1,0 +1,83 @@
+"""Incremental embed runs: only new and changed texts are encoded, and the table equals a full run's on the same
+input (ids, codes, every column, the files themselves)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from encoder.spec import SpecMismatchError
+from jobs import embed
+from jobs.common import load_config
+
+from .conftest import SAMPLE
+
+pytestmark = pytest.mark.e2e
+
+
+def cfg(out: Path, src: Path, *more: str):
+    return load_config(embed.EmbedConfig, "conf/embed.yaml", [f"input.path={src}", f"output.path={out}",
+                                                              "input.passthrough=[split]", *more])
+
+
+def files(folder: Path) -> dict[str, str]:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("days")
+    t = pq.read_table(SAMPLE, columns=["id", "text", "split"]).slice(0, 303).to_pydict()
+    day1 = {k: v[:300] for k, v in t.items()}
+    day2 = {k: list(v) for k, v in t.items()}
+    for i in range(10, 16):                       # 6 changed texts
+        day2["text"][i] += " (edited)"
+    day2["split"][20] = "test"                    # a passthrough value changes, the text does not
+    for k in day2:                                # 3 ids deleted; rows 300..302 are new
+        day2[k] = day2[k][3:]
+    pq.write_table(pa.table(day1), d / "day1.parquet")
+    pq.write_table(pa.table(day2), d / "day2.parquet")
+    return d / "day1.parquet", d / "day2.parquet"
+
+
+def test_incremental_run_equals_a_full_run_and_encodes_only_what_changed(spark, tmp_path, days):
+    day1, day2 = days
+    nightly = tmp_path / "nightly"
+    first = embed.run(cfg(nightly, day1))
+    assert "incremental" not in first                                    # no base yet: a full run
+    m = embed.run(cfg(nightly, day2))
+    assert m["incremental"] == {"parent_run": first["run_id"], "new": 3, "changed": 6, "unchanged": 291,
+                                "deleted": 3, "kept": 0, "encoded": 9}
+    full = embed.run(cfg(tmp_path / "full", day2, "output.mode=full"))
+    assert "incremental" not in full and m["rows"] == full["rows"]
+    a = pq.read_table(nightly / "embeddings").sort_by("id")
+    b = pq.read_table(tmp_path / "full" / "embeddings").sort_by("id")
+    assert a.equals(b)                                                   # ids, codes, hashes, passthrough
+    assert files(nightly / "embeddings") == files(tmp_path / "full" / "embeddings")
+    split = dict(zip(a.column("id").to_pylist(), a.column("split").to_pylist()))
+    assert split[pq.read_table(day2).column("id")[17].as_py()] == "test"    # today's passthrough value
+
+
+def test_deleted_ids_can_be_kept_and_another_spec_is_refused(spark, tmp_path, days):
+    day1, day2 = days
+    out = tmp_path / "keep"
+    embed.run(cfg(out, day1))
+    m = embed.run(cfg(out, day2, "output.deletions=keep"))
+    assert m["incremental"]["kept"] == 3 and m["rows"]["written"] == 303
+    ids = set(pq.read_table(out / "embeddings").column("id").to_pylist())
+    assert set(pq.read_table(day1).column("id").to_pylist()) <= ids
+    before = out.resolve()
+    with pytest.raises(SpecMismatchError, match="output.mode=full"):
+        embed.run(cfg(out, day2, "encoder.layers=last"))
+    assert out.resolve() == before
+
+
+def test_spark_text_hash_equals_python_hashlib(spark):
+    from pyspark.sql import functions as F
+
+    texts = ["plain", "ünïcödé ✓", "emoji 😂😂", " spaced ", "line\nbreak", "ç" * 1000]
+    got = spark.createDataFrame([(t,) for t in texts], "t string").select(embed.text_hash(F.col("t")).alias("h"))
+    assert [r["h"] for r in got.collect()] == [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
