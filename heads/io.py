@@ -73,3 +73,15 @@ def load_heads(folder: str | Path, spec: FeatureSpec | None = None) -> list[Fitt
     if not subs:
         raise FileNotFoundError(f"no heads under {root} (expected sub-folders holding {META})")
     return [load_head(p, spec) for p in subs]
+
+
+def heads_fingerprint(folder: str | Path) -> str:
+    """sha256 over every file of a heads folder (each head's head.json and weights, by relative path): equal
+    fingerprints mean the same heads, so their predictions on an unchanged code are the same."""
+    import hashlib
+
+    root = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.parent != root):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()

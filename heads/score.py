@@ -27,6 +27,7 @@ class FusedScorer:
     """
 
     CHUNK_ROWS = 8192  # measured best on 2 cores (bench/heads.py): the decoded chunk stays in cache
+    GEMM_ROWS = 256   # every matrix product's row count (CHUNK_ROWS is a multiple): scores independent of the batch
     # Binary codes with at most this many first-layer outputs in all are scored from per-byte tables: for byte
     # position j and byte value v, the sum of the folded weights of v's set bits, so a row costs n_bytes lookups
     # of a table row instead of d multiply-adds. Measured on 2 cores (100 outputs: 1.4M vs 0.9M rows/s; the
@@ -101,10 +102,19 @@ class FusedScorer:
 
     @torch.inference_mode()
     def logits_array(self, codes: np.ndarray) -> np.ndarray:
-        """uint8[n, n_bytes] -> float32[n, total outputs]; head i owns columns ``out_slices[i]``."""
+        """uint8[n, n_bytes] -> float32[n, total outputs]; head i owns columns ``out_slices[i]``.
+
+        Every matrix product runs on exactly ``GEMM_ROWS`` rows (the last block zero-padded): BLAS results for a row
+        can change with the number of rows in the call (measured: a 1-output layer differs in the last bit between
+        a 9-row and a 300-row call), and a row's score must not depend on its batch, so that an incremental apply
+        equals a full one. Lookup-table sums are per row already."""
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         if not codes.flags.writeable:  # e.g. np.frombuffer over Arrow memory; torch wants writable arrays
             codes = codes.copy()
+        n = len(codes)
+        pad = (-n) % self.GEMM_ROWS
+        if pad:
+            codes = np.concatenate([codes, np.zeros((pad, codes.shape[1]), np.uint8)])
         out = torch.empty((len(codes), self.n_out), dtype=torch.float32)
         for start in range(0, len(codes), self.CHUNK_ROWS):
             chunk = codes[start:start + self.CHUNK_ROWS]
@@ -113,23 +123,41 @@ class FusedScorer:
                 first = self._first_layers(chunk)
                 rows[:, :self.n_lin] = first[:, :self.n_lin]
                 if self.hid is not None:
-                    rows[:, self.n_lin:] = torch.addmm(self.b2, torch.relu(first[:, self.n_lin:]), self.w2)
+                    rows[:, self.n_lin:] = _addmm(self.b2, torch.relu(first[:, self.n_lin:]), self.w2)
                 continue
             x = self._inputs(chunk)
             if self.lin is not None:
-                if self.hid is None:
-                    torch.addmm(self.lin[1], x, self.lin[0], out=rows)
-                else:
-                    rows[:, :self.n_lin] = torch.addmm(self.lin[1], x, self.lin[0])
+                rows[:, :self.n_lin] = _addmm(self.lin[1], x, self.lin[0])
             if self.hid is not None:
-                hidden = torch.relu(torch.addmm(self.hid[1], x, self.hid[0]))
-                rows[:, self.n_lin:] = torch.addmm(self.b2, hidden, self.w2)
-        return out.numpy()
+                hidden = torch.relu(_addmm(self.hid[1], x, self.hid[0]))
+                rows[:, self.n_lin:] = _addmm(self.b2, hidden, self.w2)
+        return out[:n].numpy()
 
     def logits(self, codes: np.ndarray) -> list[np.ndarray]:
         """uint8[n, n_bytes] -> per head logits float32[n, k] (views into one array)."""
         arr = self.logits_array(codes)
         return [arr[:, s:e] for s, e in self.out_slices]
+
+
+_PADDED: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _addmm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """bias + x @ w, batch-invariant: calls of exactly ``FusedScorer.GEMM_ROWS`` rows (x's row count is a multiple
+    of it), each block in a fresh allocator-aligned buffer, and w widened with zero columns to a multiple of 16 (a
+    6-column product gave a row different last bits at different positions in the block; 16+ did not)."""
+    n = w.shape[1]
+    width = max(16, -(-n // 16) * 16)
+    if width != n:
+        hit = _PADDED.get(id(w))
+        if hit is None or hit[0] is not w:     # keyed by identity; the original is kept so the id stays unique
+            hit = (w, torch.cat([w, w.new_zeros(w.shape[0], width - n)], 1).contiguous(),
+                   torch.cat([bias, bias.new_zeros(width - n)]))
+            _PADDED[id(w)] = hit
+        _, w, bias = hit
+    step = FusedScorer.GEMM_ROWS
+    out = torch.cat([torch.addmm(bias, x[s:s + step].clone(), w) for s in range(0, len(x), step)])
+    return out[:, :n] if width != n else out
 
 
 def score_one_by_one(heads: Sequence[FittedHead], spec: FeatureSpec, codes: np.ndarray) -> list[np.ndarray]:

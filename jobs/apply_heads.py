@@ -9,12 +9,14 @@ rows out is checked before publishing.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -23,7 +25,7 @@ import pyarrow as pa
 
 from encoder.schema import CORE_COLUMNS, EMBEDDING, ID
 from encoder.table import open_table
-from heads.io import load_heads
+from heads.io import heads_fingerprint, load_heads
 from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema, task_columns
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
@@ -40,6 +42,9 @@ class ApplyHeadsConfig:
     embeddings: str = "out/embed"            # the embed job's published folder
     heads: str = "out/heads"                 # the train_heads job's published folder (one sub-folder per task)
     output: publish.PublishConfig = field(default_factory=lambda: publish.PublishConfig(path="out/predictions"))
+    # incremental: when the heads are the same (heads_fingerprint) as the published predictions', only rows whose
+    # code changed since the embedding table those predictions came from are scored; the rest are carried over
+    mode: Literal["full", "incremental"] = "full"
     # 8,192-row Arrow batches: scoring cost per batch is mostly per-row work; small batches pay per-call overheads
     spark: SparkSettings = field(default_factory=lambda: SparkSettings(arrow_batch_rows=8192))
 
@@ -62,7 +67,13 @@ def run(cfg: ApplyHeadsConfig) -> dict:
         raise InputError(f"{cfg.heads} on {cfg.embeddings}: {exc}") from None
     run_id, staging = publish.begin_run(cfg.output.path)
     fn = partial(_score, heads_dir=str(heads_dir), spec=spec, schema=schema)
-    write_table(emb.df.mapInArrow(fn, spark_schema(schema)), staging / "predictions", cfg.output.compression)
+    fingerprint = heads_fingerprint(heads_dir)
+    base = previous_predictions(cfg, fingerprint, spec.fingerprint)
+    if base is None:
+        scored, delta = emb.df.mapInArrow(fn, spark_schema(schema)), None
+    else:
+        scored, delta = rescore_changed(spark, emb.df, base, fn, schema)
+    write_table(scored, staging / "predictions", cfg.output.compression)
     rows_in = parquet_rows(emb.table.files)
     rows_out = parquet_rows(staging / "predictions")
     check_table(staging / "predictions", schema)
@@ -78,11 +89,53 @@ def run(cfg: ApplyHeadsConfig) -> dict:
                                 "columns": list(task_columns(h.task.name, h.task.kind)),
                                 **({"positive_label": h.labels[1]} if h.task.kind == "binary" else {})}
                   for h in heads},
-        "feature_spec_fingerprint": spec.fingerprint})
+        "feature_spec_fingerprint": spec.fingerprint, "heads_fingerprint": fingerprint,
+        **({"incremental": delta} if delta else {})})
     out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)
     logger.info("apply_heads: heads=%d rows_in=%d rows_out=%d seconds=%.1f output=%s run=%s", len(heads), rows_in,
                 rows_out, manifest["seconds"], out / "predictions", run_id)
     return manifest
+
+
+def previous_predictions(cfg: ApplyHeadsConfig, heads_fp: str, spec_fp: str) -> tuple[Path, dict] | None:
+    """The published predictions run an incremental run builds on: same heads, same spec, and the embedding run it
+    scored still on disk. Else None (score everything), with the reason logged."""
+    current = publish.current_run(cfg.output.path)
+    if cfg.mode != "incremental" or current is None or not (current / "manifest.json").is_file():
+        return None
+    m = json.loads((current / "manifest.json").read_text(encoding="utf-8"))
+    why = ("the heads changed" if m.get("heads_fingerprint") != heads_fp else
+           "the feature spec changed" if m.get("feature_spec_fingerprint") != spec_fp else
+           "the embedding run it scored is gone" if not (Path(m.get("embeddings", "")) / "embeddings").is_dir()
+           else None)
+    if why:
+        logger.info("incremental: scoring every row (%s)", why)
+        return None
+    return current, m
+
+
+def rescore_changed(spark, emb, base: tuple[Path, dict], fn, schema: pa.Schema):
+    """Score rows that are new or whose code changed since the base's embedding run; carry the base's predictions
+    for the rest (with today's passthrough values). -> (predictions DataFrame typed as a full run's, counts)."""
+    from pyspark.sql import functions as F
+
+    folder, m = base
+    old_emb = spark.read.parquet((Path(m["embeddings"]) / "embeddings").as_uri()).select(
+        F.col(ID), F.col(EMBEDDING).alias("_old"))
+    old_pred = spark.read.parquet((folder / "predictions").as_uri())
+    passthrough = [c for c in emb.columns if c not in (ID, EMBEDDING)]
+    j = emb.join(old_emb, ID, "left").persist()
+    todo = j.where(F.col("_old").isNull() | (F.col(EMBEDDING) != F.col("_old"))).select(*emb.columns)
+    same = j.where(F.col(EMBEDDING) == F.col("_old")).select(ID, *passthrough)
+    carried = same.join(old_pred.drop(*[c for c in passthrough if c in old_pred.columns]), ID).select(*schema.names)
+    rescored = todo.count()
+    out = (todo.mapInArrow(fn, spark_schema(schema)).unionByName(carried)
+           .mapInArrow(_same_rows, spark_schema(schema)))          # typed exactly as a full run's table
+    return out, {"parent_run": folder.name, "rescored": rescored, "carried": j.count() - rescored}
+
+
+def _same_rows(batches):
+    yield from batches
 
 
 def _score(batches, heads_dir, spec, schema):

@@ -221,3 +221,15 @@ def test_byte_table_and_product_paths_give_the_same_logits(trained, monkeypatch)
     for a, b, o in zip(tables.logits(codes), product.logits(codes), single):
         np.testing.assert_allclose(a, o, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(b, o, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("quantization", ["binary", "fp32"])
+def test_a_rows_scores_do_not_depend_on_its_batch(trained, quantization):
+    """Bit-identical logits for a row scored in a batch of 9, 300 or 1 (MLP heads included): an incremental apply
+    carries old scores, which must equal what a full apply computes."""
+    s = spec(quantization)
+    codes = s.encode_features(np.random.default_rng(9).normal(size=(300, DIM)).astype(np.float32))
+    scorer = FusedScorer(trained, s)
+    full = scorer.logits_array(codes)
+    for a, b in ((0, 9), (5, 300), (100, 101), (37, 250)):
+        np.testing.assert_array_equal(scorer.logits_array(codes[a:b]), full[a:b])

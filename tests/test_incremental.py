@@ -81,3 +81,34 @@ def test_spark_text_hash_equals_python_hashlib(spark):
     texts = ["plain", "ünïcödé ✓", "emoji 😂😂", " spaced ", "line\nbreak", "ç" * 1000]
     got = spark.createDataFrame([(t,) for t in texts], "t string").select(embed.text_hash(F.col("t")).alias("h"))
     assert [r["h"] for r in got.collect()] == [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+
+
+def test_incremental_apply_rescores_only_changed_codes_and_equals_a_full_apply(spark, tmp_path, days, pipeline):
+    from jobs import apply_heads
+
+    day1, day2 = days
+    emb, pred = tmp_path / "emb", tmp_path / "pred"
+
+    def apply(out, *more):
+        return apply_heads.run(load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
+            f"embeddings={emb}", f"heads={pipeline['heads']}", f"output.path={out}", *more]))
+
+    embed.run(cfg(emb, day1))
+    assert "incremental" not in apply(pred)
+    embed.run(cfg(emb, day2))
+    m = apply(pred)
+    assert m["incremental"]["rescored"] == 3 + 6 and m["incremental"]["carried"] == 291
+    full = apply(tmp_path / "full", "mode=full")
+    assert "incremental" not in full
+    a = pq.read_table(pred / "predictions").sort_by("id")
+    b = pq.read_table(tmp_path / "full" / "predictions").sort_by("id")
+    assert a.schema == b.schema and a.equals(b)
+    # other heads (a different fingerprint): everything is scored again
+    other = tmp_path / "heads2"
+    import shutil
+
+    shutil.copytree(pipeline["heads"], other)
+    (other / "neutral" / "head.json").write_text((other / "neutral" / "head.json").read_text() + " ")
+    m = apply_heads.run(load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
+        f"embeddings={emb}", f"heads={other}", f"output.path={pred}"]))
+    assert "incremental" not in m
