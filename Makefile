@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run embed train_heads apply_heads neighbours test test-fast bench clean
+.PHONY: setup run embed train_heads apply_heads neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,23 @@ neighbours: $(STAMP)
 	@echo ""
 	@echo "search:      out/neighbours/search       (query_id, rank, id, hamming, similarity)"
 	@echo "duplicates:  out/neighbours/duplicates   (id_a, id_b, hamming, similarity; manifest: out/neighbours/manifest.json)"
+
+# A Spark standalone cluster on this machine (master + 2 workers, 1 core each; logs and pids in out/cluster/), and the
+# jobs submitted to it with the project shipped as a wheel (README "Running nightly").
+cluster-up: $(STAMP)
+	$(BIN)/python -m jobs.cluster up --workers 2 --cores 1
+
+cluster-down: $(STAMP)
+	$(BIN)/python -m jobs.cluster down
+
+embed-cluster: $(STAMP)
+	$(BIN)/python -m jobs.cluster submit jobs/embed.py --config conf/embed.yaml
+
+apply-cluster: $(STAMP)
+	$(BIN)/python -m jobs.cluster submit jobs/apply_heads.py --config conf/apply_heads.yaml
+
+nightly-bench: $(STAMP)
+	$(BIN)/python bench/nightly.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

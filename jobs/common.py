@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class SparkSettings:
     """How the job gets its SparkSession. Under spark-submit the submitted master wins."""
 
-    master: str = "local[2]"            # one task per core on the 2-core reference machine
+    master: str = "local[2,4]"          # one task per core on the 2-core machine, a task retried up to 4 times
     app_name: str = ""                  # default: the job's name
     arrow_batch_rows: int = 512         # rows per Arrow batch into Python (Spark's default 10000 is too coarse)
     shuffle_partitions: int = 8         # small default; raise on a cluster

@@ -329,7 +329,7 @@ class Progress:
         self._report(final=True)
 
     def _loop(self) -> None:
-        last = -1
+        last = 0
         while not self._stop.wait(self.every_s):   # type: ignore[union-attr]
             done = self.rows.value
             if done != last:

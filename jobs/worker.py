@@ -6,6 +6,10 @@ too: a function pickled from ``__main__`` would carry a fresh copy of the cache 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -48,6 +52,9 @@ def worker_extractor(cfg: EncoderConfig, spec: FeatureSpec) -> FeatureExtractor:
         _CACHE.clear()  # one model per worker process; free the old one first
         extractor = FeatureExtractor(load_encoder(cfg.model, device=device, threads=threads), cfg)
         extractor.check_spec(spec)  # an executor with another model build must not write into this table
+        import encoder
+
+        print(f"worker {os.getpid()}: project code from {Path(encoder.__file__).parent.parent}", file=sys.stderr)
         _CACHE[key] = extractor
     return _CACHE[key]
 
@@ -56,9 +63,45 @@ def encode_partition(batches: Iterator[pa.RecordBatch], cfg: EncoderConfig, spec
                      text_column: str, passthrough: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: input batches -> embedding-table batches, same rows, same order."""
     extractor = worker_extractor(cfg, spec)
-    for batch in batches:
+    for k, batch in enumerate(batches):
         if batch.num_rows:
             yield encode_batch(batch, extractor, spec, id_column, text_column, passthrough, schema)
+            if k == 0:
+                _injected_fault()
+
+
+FAULT_ENV = "TEXT_EMBED_INJECT_FAULT"   # tests only: kill_worker | kill_executor, on a task's first attempt
+
+
+def _injected_fault() -> None:
+    """A real SIGKILL at a known point, for the fault tests: of this Python worker, or of the executor JVM above it
+    (first attempt of partition 0 only, so the retry succeeds). Unset in production."""
+    fault = os.environ.get(FAULT_ENV)
+    if not fault:
+        return
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None or ctx.attemptNumber() != 0 or ctx.partitionId() != 0:
+        return
+    pid = os.getpid()
+    if fault == "kill_executor":
+        pid = _ancestor("CoarseGrainedExecutorBackend") or _ancestor("org.apache.spark") or pid
+    logger.warning("injected fault %s: SIGKILL to pid %d", fault, pid)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _ancestor(marker: str) -> int | None:
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if marker in cmd:
+                return pid
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
 
 
 _SCORERS: dict[tuple, "object"] = {}
