@@ -46,11 +46,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start(name: str, args: list[str]) -> int:
+def _start(name: str, args: list[str], env: dict[str, str] | None = None) -> int:
     (STATE / "logs").mkdir(parents=True, exist_ok=True)
     log = open(STATE / "logs" / f"{name}.log", "ab")
     p = subprocess.Popen([str(_spark_home() / "bin" / "spark-class"), *args], stdout=log, stderr=subprocess.STDOUT,
-                         env=_env(), start_new_session=True)
+                         env=_env() | (env or {}), start_new_session=True)
     (STATE / f"{name}.pid").write_text(str(p.pid))
     return p.pid
 
@@ -83,17 +83,21 @@ def pids() -> dict[str, int]:
     return out
 
 
-def up(workers: int = 2, cores: int = 1, memory: str = "4g", port: int = MASTER_PORT) -> str:
-    """Start the master and ``workers`` workers (``cores`` cores, ``memory`` each); wait until all registered."""
+def up(workers: int = 2, cores: int = 1, memory: str = "4g", port: int = MASTER_PORT,
+       gpu_script: str | None = None, gpus: int = 1) -> str:
+    """Start the master and ``workers`` workers (``cores`` cores, ``memory`` each); wait until all registered. With
+    ``gpu_script``, each worker announces ``gpus`` GPUs found by that discovery script."""
     if pids():
         raise RuntimeError(f"a cluster is already running ({pids()}); run `make cluster-down` first")
-    _start("master", ["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(port),
+    _start("master", args=["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(port),
                       "--webui-port", "0"])
     _wait_port(port)
+    env = ({"SPARK_WORKER_OPTS": f"-Dspark.worker.resource.gpu.amount={gpus} "
+                                 f"-Dspark.worker.resource.gpu.discoveryScript={gpu_script}"} if gpu_script else {})
     for i in range(1, workers + 1):
-        _start(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", master_url(port), "--host", HOST,
-                               "--cores", str(cores), "--memory", memory, "--webui-port", "0",
-                               "--work-dir", str(STATE / "work")])
+        _start(f"worker-{i}", env=env, args=["org.apache.spark.deploy.worker.Worker", master_url(port), "--host", HOST,
+                                             "--cores", str(cores), "--memory", memory, "--webui-port", "0",
+                                             "--work-dir", str(STATE / "work")])
     _wait_workers(workers)
     return master_url(port)
 

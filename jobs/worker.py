@@ -33,6 +33,9 @@ def task_device_and_threads(requested: str) -> tuple[str, int]:
     ctx = TaskContext.get()
     threads = int(ctx.cpus()) if ctx is not None else 1
     gpus = ctx.resources().get("gpu") if ctx is not None else None
+    if gpus is not None:        # what Spark assigned this task, in the executor log (the GPU wiring's test reads it)
+        print(f"task {ctx.partitionId()}: assigned gpu {list(gpus.addresses)}; encoder.device = {requested}",  # type: ignore[union-attr]
+              file=sys.stderr)
     if requested == "cpu":
         return "cpu", threads
     if gpus is not None and gpus.addresses:

@@ -124,3 +124,26 @@ def test_the_default_local_master_retries_a_killed_worker(slice_input, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "injected fault kill_worker" in r.stderr
     exact_ids(out, slice_input)
+
+
+def test_gpu_resources_reach_each_task(slice_input, tmp_path):
+    """The GPU wiring on CPUs: workers announce one 'gpu' found by a discovery script, executors and tasks ask for one
+    each (conf/gpu/spark-gpu.conf), and every task reads the address Spark assigned it; the device stays CPU."""
+    script = tmp_path / "fake_gpus.sh"
+    script.write_text('#!/usr/bin/env bash\necho \'{"name": "gpu", "addresses": ["0"]}\'\n')
+    script.chmod(0o755)
+    saved = cluster.STATE
+    cluster.STATE = tmp_path / "gpu_cluster"
+    try:
+        url = cluster.up(workers=2, cores=1, memory="3g", port=PORT + 1, gpu_script=str(script))
+        cmd = cluster.submit_command("jobs/embed.py", embed_args(slice_input, tmp_path / "emb", "encoder.device=cpu"),
+                                     master=url, conf={"spark.executor.resource.gpu.discoveryScript": str(script)})
+        cmd[1:1] = ["--properties-file", str(ROOT / "conf/gpu/spark-gpu.conf")]
+        r = subprocess.run(cmd, env=cluster._env(), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        logs = "\n".join(p.read_text(errors="replace") for p in cluster.STATE.glob("work/*/*/stderr"))
+    finally:
+        cluster.down()
+        cluster.STATE = saved
+    assert "assigned gpu ['0']; encoder.device = cpu" in logs
+    exact_ids(tmp_path / "emb", slice_input)
