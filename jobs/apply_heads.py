@@ -73,7 +73,7 @@ def run(cfg: ApplyHeadsConfig) -> dict:
         scored, delta = emb.df.mapInArrow(fn, spark_schema(schema)), None
     else:
         scored, delta = rescore_changed(spark, emb.df, base, fn, schema)
-    write_table(scored, staging / "predictions", cfg.output.compression)
+    write_table(layout(scored, schema, len(table.files)), staging / "predictions", cfg.output.compression)
     rows_in = parquet_rows(emb.table.files)
     rows_out = parquet_rows(staging / "predictions")
     check_table(staging / "predictions", schema)
@@ -129,9 +129,16 @@ def rescore_changed(spark, emb, base: tuple[Path, dict], fn, schema: pa.Schema):
     same = j.where(F.col(EMBEDDING) == F.col("_old")).select(ID, *passthrough)
     carried = same.join(old_pred.drop(*[c for c in passthrough if c in old_pred.columns]), ID).select(*schema.names)
     rescored = todo.count()
-    out = (todo.mapInArrow(fn, spark_schema(schema)).unionByName(carried)
-           .mapInArrow(_same_rows, spark_schema(schema)))          # typed exactly as a full run's table
+    out = todo.mapInArrow(fn, spark_schema(schema)).unionByName(carried)
     return out, {"parent_run": folder.name, "rescored": rescored, "carried": j.count() - rescored}
+
+
+def layout(predictions, schema: pa.Schema, partitions: int):
+    """One layout for full and incremental runs: hash partitions of the id (as many as the embedding table has
+    files), sorted by id, typed exactly by ``schema`` (an Arrow pass-through restores the non-null columns a Parquet
+    read loses), so the two give the same files and a rerun gives identical ones."""
+    return (predictions.repartition(max(partitions, 1), ID).sortWithinPartitions(ID)
+            .mapInArrow(_same_rows, spark_schema(schema)))
 
 
 def _same_rows(batches):

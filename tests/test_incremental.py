@@ -103,6 +103,7 @@ def test_incremental_apply_rescores_only_changed_codes_and_equals_a_full_apply(s
     a = pq.read_table(pred / "predictions").sort_by("id")
     b = pq.read_table(tmp_path / "full" / "predictions").sort_by("id")
     assert a.schema == b.schema and a.equals(b)
+    assert files(pred / "predictions") == files(tmp_path / "full" / "predictions")
     # other heads (a different fingerprint): everything is scored again
     other = tmp_path / "heads2"
     import shutil
