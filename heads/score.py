@@ -67,6 +67,10 @@ class FusedScorer:
                 self.w2[r:r + w, c:c + k] = h.module.out.weight.detach().float().T
                 self.b2[c:c + k] = h.module.out.bias.detach().float()
                 r, c = r + w, c + k
+        # the same layers widened for batch-invariant products (``_addmm``)
+        self._wide_lin = _widen(*self.lin) if self.lin is not None else None
+        self._wide_hid = _widen(*self.hid) if self.hid is not None else None
+        self._wide_out = _widen(self.w2, self.b2) if mlps else None
 
     def _stack(self, layers: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stack first layers into (d, total) weights + bias; for bit inputs fold x = 2*bits - 1 into them:
@@ -123,14 +127,14 @@ class FusedScorer:
                 first = self._first_layers(chunk)
                 rows[:, :self.n_lin] = first[:, :self.n_lin]
                 if self.hid is not None:
-                    rows[:, self.n_lin:] = _addmm(self.b2, torch.relu(first[:, self.n_lin:]), self.w2)
+                    rows[:, self.n_lin:] = _addmm(self._wide_out, torch.relu(first[:, self.n_lin:]))
                 continue
             x = self._inputs(chunk)
             if self.lin is not None:
-                rows[:, :self.n_lin] = _addmm(self.lin[1], x, self.lin[0])
+                rows[:, :self.n_lin] = _addmm(self._wide_lin, x)
             if self.hid is not None:
-                hidden = torch.relu(_addmm(self.hid[1], x, self.hid[0]))
-                rows[:, self.n_lin:] = _addmm(self.b2, hidden, self.w2)
+                hidden = torch.relu(_addmm(self._wide_hid, x))
+                rows[:, self.n_lin:] = _addmm(self._wide_out, hidden)
         return out[:n].numpy()
 
     def logits(self, codes: np.ndarray) -> list[np.ndarray]:
@@ -139,25 +143,24 @@ class FusedScorer:
         return [arr[:, s:e] for s, e in self.out_slices]
 
 
-_PADDED: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-
-def _addmm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """bias + x @ w, batch-invariant: calls of exactly ``FusedScorer.GEMM_ROWS`` rows (x's row count is a multiple
-    of it), each block in a fresh allocator-aligned buffer, and w widened with zero columns to a multiple of 16 (a
-    6-column product gave a row different last bits at different positions in the block; 16+ did not)."""
+def _widen(w: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(w, bias) with zero columns up to a multiple of 16 (at least 16), and the true width: a 6-column product gave
+    a row different last bits at different positions in a block; 16+ columns did not."""
     n = w.shape[1]
     width = max(16, -(-n // 16) * 16)
-    if width != n:
-        hit = _PADDED.get(id(w))
-        if hit is None or hit[0] is not w:     # keyed by identity; the original is kept so the id stays unique
-            hit = (w, torch.cat([w, w.new_zeros(w.shape[0], width - n)], 1).contiguous(),
-                   torch.cat([bias, bias.new_zeros(width - n)]))
-            _PADDED[id(w)] = hit
-        _, w, bias = hit
+    if width == n:
+        return w, bias, n
+    return (torch.cat([w, w.new_zeros(w.shape[0], width - n)], 1).contiguous(),
+            torch.cat([bias, bias.new_zeros(width - n)]), n)
+
+
+def _addmm(layer: tuple[torch.Tensor, torch.Tensor, int], x: torch.Tensor) -> torch.Tensor:
+    """bias + x @ w for a widened layer, batch-invariant: calls of exactly ``FusedScorer.GEMM_ROWS`` rows (x's row
+    count is a multiple of it), each block in a fresh allocator-aligned buffer."""
+    w, bias, n = layer
     step = FusedScorer.GEMM_ROWS
     out = torch.cat([torch.addmm(bias, x[s:s + step].clone(), w) for s in range(0, len(x), step)])
-    return out[:, :n] if width != n else out
+    return out[:, :n] if out.shape[1] != n else out
 
 
 def score_one_by_one(heads: Sequence[FittedHead], spec: FeatureSpec, codes: np.ndarray) -> list[np.ndarray]:

@@ -69,11 +69,14 @@ def run(cfg: ApplyHeadsConfig) -> dict:
     fn = partial(_score, heads_dir=str(heads_dir), spec=spec, schema=schema)
     fingerprint = heads_fingerprint(heads_dir)
     base = previous_predictions(cfg, fingerprint, spec.fingerprint)
+    joined = None
     if base is None:
         scored, delta = emb.df.mapInArrow(fn, spark_schema(schema)), None
     else:
-        scored, delta = rescore_changed(spark, emb.df, base, fn, schema)
+        scored, delta, joined = rescore_changed(spark, emb.df, base, fn, schema)
     write_table(layout(scored, schema, len(table.files)), staging / "predictions", cfg.output.compression)
+    if joined is not None:
+        joined.unpersist()
     rows_in = parquet_rows(emb.table.files)
     rows_out = parquet_rows(staging / "predictions")
     check_table(staging / "predictions", schema)
@@ -116,7 +119,8 @@ def previous_predictions(cfg: ApplyHeadsConfig, heads_fp: str, spec_fp: str) -> 
 
 def rescore_changed(spark, emb, base: tuple[Path, dict], fn, schema: pa.Schema):
     """Score rows that are new or whose code changed since the base's embedding run; carry the base's predictions
-    for the rest (with today's passthrough values). -> (predictions DataFrame typed as a full run's, counts)."""
+    for the rest (with today's passthrough values). -> (predictions DataFrame, counts, the persisted join for the
+    caller to release once the predictions are written)."""
     from pyspark.sql import functions as F
 
     folder, m = base
@@ -130,7 +134,7 @@ def rescore_changed(spark, emb, base: tuple[Path, dict], fn, schema: pa.Schema):
     carried = same.join(old_pred.drop(*[c for c in passthrough if c in old_pred.columns]), ID).select(*schema.names)
     rescored = todo.count()
     out = todo.mapInArrow(fn, spark_schema(schema)).unionByName(carried)
-    return out, {"parent_run": folder.name, "rescored": rescored, "carried": j.count() - rescored}
+    return out, {"parent_run": folder.name, "rescored": rescored, "carried": j.count() - rescored}, j
 
 
 def layout(predictions, schema: pa.Schema, partitions: int):

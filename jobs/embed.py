@@ -85,6 +85,7 @@ def run(cfg: EmbedConfig) -> dict:
 
     # Marked once (the duplicate check is a shuffle) and reused by calibration, encoding, quarantine and counts.
     df = read_input(spark, cfg.input).persist(StorageLevel.MEMORY_AND_DISK)
+    joined = None                                 # an incremental run's persisted join with its base
     try:
         check_row_count(df.count(), cfg.output)
         run_id, staging = publish.begin_run(cfg.output.path)
@@ -97,7 +98,7 @@ def run(cfg: EmbedConfig) -> dict:
         if base is None:
             todo, carried, delta = valid_rows(df), None, None
         else:
-            todo, carried, delta = changes(spark, valid_rows(df), base, cfg, schema)
+            todo, carried, delta, joined = changes(spark, valid_rows(df), base, cfg, schema)
         with Progress(spark.sparkContext, delta["encoded"] if delta else valid_rows(df).count()) as progress:
             encoded = encode(todo, cfg, spec, schema, parts, progress.rows)
             write(encoded if carried is None else merge(encoded, carried, spec, schema, parts), quarantined_rows(df),
@@ -115,6 +116,8 @@ def run(cfg: EmbedConfig) -> dict:
         out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)
     finally:
         df.unpersist()
+        if joined is not None:
+            joined.unpersist()
     r = manifest["rows"]
     logger.info("embed: rows_in=%d written=%d quarantined=%d truncated=%d seconds=%.1f output=%s run=%s spec=%s",
                 r["in"], r["written"], r["quarantined"], r["truncated"], manifest["seconds"], out, run_id,
@@ -200,7 +203,7 @@ def changes(spark, valid, base, cfg: EmbedConfig, schema: pa.Schema):
     delta = {"new": counts.get("new", 0), "changed": counts.get("changed", 0), "unchanged": counts.get("same", 0),
              "deleted": deleted, "kept": kept, "encoded": counts.get("new", 0) + counts.get("changed", 0)}
     logger.info("incremental: %s", delta)
-    return todo, carried.select(*schema.names), delta
+    return todo, carried.select(*schema.names), delta, j   # j: persisted; the caller unpersists it when written
 
 
 def merge(encoded, carried, spec: FeatureSpec, schema: pa.Schema, partitions: int):
