@@ -134,13 +134,17 @@ def down() -> list[str]:
 
 
 def wheel() -> Path:
-    """Build the project's wheel (pure Python) into out/cluster/dist and return its path."""
+    """Build the project's wheel (pure Python) into out/cluster/dist and return it as a ``.zip``: a pure-Python wheel
+    is a zip archive with the packages at its root, but PySpark only puts ``.zip``/``.egg``/``.jar`` py-files on the
+    executors' path (a ``.whl`` is shipped and then silently ignored, and executors fall back to whatever copy of the
+    project their interpreter finds)."""
     dist = STATE / "dist"
-    for old in dist.glob("*.whl"):
+    for old in [*dist.glob("*.whl"), *dist.glob("*.zip")]:
         old.unlink()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
                     str(ROOT)], check=True)
-    return next(dist.glob("*.whl"))
+    whl = next(dist.glob("*.whl"))
+    return whl.rename(whl.with_suffix(".zip"))
 
 
 def submit_command(script: str, args: list[str], master: str | None = None, conf: dict | None = None) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,7 +77,8 @@ def test_embed_and_apply_run_on_the_cluster_from_the_wheel(spark_cluster, slice_
     assert m["rows"] == {"in": 240, "written": 240, "quarantined": 0, "truncated": 0}
     exact_ids(out, slice_input)
     logs = "\n".join(p.read_text(errors="replace") for p in cluster.STATE.glob("work/*/*/stderr"))
-    assert ".whl" in logs and "project code from" in logs           # executors imported the project from the wheel
+    found = re.findall(r"project code from (\S+)", logs)
+    assert found and all(f.endswith(".zip") and not f.startswith(str(ROOT)) for f in found), found  # from the wheel
     pred = tmp_path / "pred"
     r = submit(spark_cluster, "jobs/apply_heads.py", "--config", str(ROOT / "conf/apply_heads.yaml"), "--set",
                f"embeddings={out}", "--set", f"heads={pipeline['heads']}", "--set", f"output.path={pred}")
