@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run embed train_heads apply_heads neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
+.PHONY: setup run embed train_heads apply_heads train_encoder study neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,15 @@ train_heads: $(STAMP)
 
 apply_heads: $(STAMP)
 	$(BIN)/python -m jobs.apply_heads --config conf/apply_heads.yaml
+
+# Fine-tune the shared encoder on several labelled tables (the shipped samples: a short demonstration run) and
+# publish the model folder out/encoder; embed with it: python -m jobs.embed --set encoder.model=out/encoder
+train_encoder: $(STAMP)
+	$(BIN)/python -m jobs.train_encoder --config conf/train_encoder.yaml
+
+# The transfer study (needs ../shared/data; under an hour on 2 cores): out/study/report.md + charts
+study: $(STAMP)
+	$(BIN)/python bench/transfer.py
 
 # Nearest neighbours of the queries in examples/queries.csv and near-duplicate pairs, over out/embed (make embed).
 neighbours: $(STAMP)

