@@ -155,9 +155,24 @@ def _read_csv(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     _require_columns(header, cfg, cfg.format.upper())
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header] +
                           [T.StructField("_corrupt_record", T.StringType())])
+    _refuse_unterminated_quotes(spark, cfg)
     df = spark.read.options(**opts).schema(schema).csv(to_uri(cfg.path))
     bad = F.col("_corrupt_record").isNotNull()
     return _normalise(df, cfg, F.when(bad, F.lit("malformed_record")), F.when(bad, F.col("_corrupt_record")))
+
+
+def _refuse_unterminated_quotes(spark: SparkSession, cfg: InputConfig) -> None:
+    """A file with an odd number of '"' has a quoted field that never closes: under multiLine the parser would read
+    every record from that quote to the end of the file as one text (exit 0, one bogus row embedded). No record
+    boundary can be trusted after it, so the run stops and names the file. Costs one extra pass over the text."""
+    q = F.length("value") - F.length(F.regexp_replace("value", '"', ""))
+    odd = (spark.read.text(to_uri(cfg.path)).select(F.input_file_name().alias("file"), q.alias("q"))
+           .groupBy("file").agg(F.sum("q").alias("q")).where(F.col("q") % 2 == 1).collect())
+    if odd:
+        names = ", ".join(sorted(Path(r["file"].replace("file://", "")).name for r in odd))
+        raise InputError(f"input.path = {cfg.path!r}: {names} has a quoted field that is never closed (an odd number "
+                         "of '\"' characters); every record after it would be read as one text. Fix or re-export "
+                         "the file (a quote inside a quoted field is written as \"\")")
 
 
 def _read_jsonl(spark: SparkSession, cfg: InputConfig) -> DataFrame:

@@ -256,6 +256,12 @@ def test_nightly_feed_faults_are_read_or_quarantined_never_coerced(spark, tmp_pa
     assert dict(zip(emb["id"], emb["text"])) == {"1": "line one\nline two", "2": "plain"}
     assert m["rows"]["in"] == m["rows"]["written"] + m["rows"]["quarantined"] and m["rows"]["quarantined"] >= 1
     assert set(m["quarantine_reasons"]) == {"malformed_record"}
+    # CSV: a quote never closed would swallow every later record into one text: the run stops and names the file
+    unterminated = tmp_path / "open.csv"
+    unterminated.write_text('id,text\n1,"say ""hi"" twice"\n2,"never closed\n3,next record\n')
+    with pytest.raises(InputError, match=r"open\.csv has a quoted field that is never closed"):
+        embed.run(config(tmp_path / "o", unterminated, "csv", "output.max_quarantine_fraction=1.0"))
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("**/*.parquet"))
     # Parquet: invalid UTF-8 in the text or the id is quarantined with its own reason, the run goes on
     bad = pa.array([b"fine text", b"caf\xe9 au lait", b"also fine"], pa.binary()).view(pa.string())
     ids = pa.array([b"a", b"b", b"\xffc"], pa.binary()).view(pa.string())
