@@ -66,6 +66,8 @@ class MultiTaskConfig:
     loss_scaling: LossScaling = "log_classes"
     binary: BinaryMode = "ste"           # off | ste | ste_mixed (README "Training the shared encoder")
     keep_general: float = 1.0            # weight of 1 - cos(features, base features); 0 turns it off
+    distill_alpha: float = 0.5           # tasks with teacher logits: weight of the hard labels (rest: soft targets)
+    distill_temperature: float = 2.0     # softens teacher and student alike (Hinton et al. 2015; loss x T²)
     val_rows: int = 1000                 # validation rows per task at most (the first by a hash of the id)
     seed: int = 0
     autocast: Literal["none", "fp16", "bf16"] = "bf16"   # GPU only; CPU trains in fp32
@@ -79,7 +81,9 @@ class MultiTaskConfig:
         if self.token_budget < self.max_length:
             raise ConfigError(source, f"{prefix}token_budget", f"= {self.token_budget}; expected >= max_length "
                               f"({self.max_length}), so one text of full length fits a micro-batch")
-        for key in ("lr", "head_lr", "temperature"):
+        if not 0 <= self.distill_alpha <= 1:
+            raise ConfigError(source, f"{prefix}distill_alpha", f"= {self.distill_alpha}; expected 0..1")
+        for key in ("lr", "head_lr", "temperature", "distill_temperature"):
             if not getattr(self, key) > 0:
                 raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected > 0")
         for key in ("weight_decay", "keep_general", "warmup_steps"):
@@ -108,8 +112,14 @@ class TaskData:
     train_y: np.ndarray                   # int64[n] or int64[n, L]; -1 = unknown
     val_texts: list[str]
     val_y: np.ndarray
+    # Knowledge distillation (a per-task student): the teacher's logits float32[n, outputs] on the training texts.
+    # The loss is then distill_alpha x the hard-label loss + (1 - distill_alpha) x T² x the soft-target loss.
+    train_teacher_logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.train_teacher_logits is not None and self.train_teacher_logits.shape[0] != len(self.train_texts):
+            raise ValueError(f"task {self.task.name!r}: {self.train_teacher_logits.shape[0]} teacher logit rows for "
+                             f"{len(self.train_texts)} training texts")
         for part, texts, y in (("train", self.train_texts, self.train_y), ("validation", self.val_texts, self.val_y)):
             if len(texts) != len(y):
                 raise ValueError(f"task {self.task.name!r}: {len(texts)} {part} texts but {len(y)} label rows")
@@ -263,6 +273,20 @@ def task_loss(kind: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (per * known).sum(1) / known.sum(1).clamp(min=1)
 
 
+def soft_target_loss(kind: str, logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-example distillation loss float[n]: KL(teacher || student) of the temperature-softened distributions
+    (multiclass), or the binary cross-entropy against the teacher's softened probabilities (binary, multilabel; mean
+    over labels), times T² so its gradients keep their size as T changes."""
+    t = temperature
+    s, q = logits.float() / t, teacher.float() / t
+    if kind == "multiclass":
+        per = nn.functional.kl_div(nn.functional.log_softmax(s, 1), nn.functional.log_softmax(q, 1), reduction="none",
+                                   log_target=True).sum(1)
+    else:
+        per = nn.functional.binary_cross_entropy_with_logits(s, torch.sigmoid(q), reduction="none").mean(1)
+    return per * t * t
+
+
 def task_metric(kind: str, logits: np.ndarray, y: np.ndarray) -> float:
     """Accuracy (multiclass, binary) or micro-F1 at 0.5 over known labels (multilabel)."""
     if kind == "multiclass":
@@ -379,7 +403,12 @@ def train_shared_encoder(model: nn.Module, tokenizer: Any, feats: Features, task
                 zt = z[js]
                 paths = [True] if cfg.binary == "ste" else [False] if cfg.binary == "off" else [True, False]
                 for b in paths:
-                    per = task_loss(td.task.kind, net.heads[td.task.name](net.head_input(zt, b)), y)
+                    logits = net.heads[td.task.name](net.head_input(zt, b))
+                    per = task_loss(td.task.kind, logits, y)
+                    if td.train_teacher_logits is not None:
+                        soft = torch.as_tensor(np.stack([td.train_teacher_logits[mine[mb[j]][1]] for j in js])).to(device)
+                        per = cfg.distill_alpha * per + (1 - cfg.distill_alpha) * soft_target_loss(
+                            td.task.kind, logits, soft, cfg.distill_temperature)
                     loss = loss + per.sum() / td.loss_divisor(cfg.loss_scaling) / len(paths)
             if cfg.keep_general > 0:
                 with torch.no_grad():
@@ -487,3 +516,32 @@ def train_and_save(job: dict) -> dict | None:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+# -- per-task models --------------------------------------------------------------------------------------------
+def first_layers(model: nn.Module, layers: int) -> nn.Module:
+    """A copy of a BERT-style encoder keeping only its first ``layers`` transformer layers: a per-task student
+    starts from the teacher's own lower layers (as DistilBERT starts from every other layer of BERT)."""
+    n = int(model.config.num_hidden_layers)  # type: ignore[union-attr]
+    if not 1 <= layers <= n:
+        raise ValueError(f"layers = {layers}; this model has 1..{n}")
+    student = copy.deepcopy(model)
+    student.encoder.layer = student.encoder.layer[:layers]  # type: ignore[union-attr,index]
+    student.config.num_hidden_layers = layers  # type: ignore[union-attr]
+    return student
+
+
+@torch.no_grad()
+def task_logits(trained: TrainedEncoder, tokenizer: Any, feats: Features, task: TaskData, texts: Sequence[str],
+                max_length: int, binary: bool = False, budget: int = 8192) -> np.ndarray:
+    """A trained model's logits float32[n, outputs] for ``texts`` on one of its tasks (e.g. a teacher's soft targets)."""
+    net = SharedEncoder(trained.model.eval(), feats, [task], 0)
+    net.heads[task.task.name] = trained.heads[task.task.name]
+    ids = _tokenize(tokenizer, texts, max_length)
+    lengths = np.fromiter((len(r) for r in ids), np.int64, len(ids))
+    out = np.zeros((len(ids), task.n_outputs), np.float32)
+    device = next(trained.model.parameters()).device.type
+    for mb in micro_batches(lengths, budget):
+        i, m = pad([ids[j] for j in mb], tokenizer.pad_token_id or 0, device)
+        out[mb] = net.heads[task.task.name](net.head_input(net.features(i, m), binary)).float().cpu().numpy()
+    return out

@@ -149,3 +149,32 @@ def test_losses_mask_unknown_labels_and_tasks_refuse_unlabelled_rows():
         TaskData(t, 2, ["a", "b"], np.array([1, -1]), ["a"], np.array([1]))
     with pytest.raises(LabelError, match="no validation rows"):
         TaskData(t, 2, ["a"], np.array([1]), [], np.zeros(0, np.int64))
+
+
+def test_distillation_lowers_the_students_loss_against_the_teacher(tiny_model_dir):
+    from heads.multitask import first_layers, soft_target_loss, task_logits
+
+    torch.set_num_threads(1)
+    sent = toy_tasks()[0]
+    model, tok = load_trunk(str(tiny_model_dir))
+    feats = spec_features("all", 2, "mean", "mean", True)
+    teacher = train_shared_encoder(model, tok, feats, [sent], cfg(binary="off", max_steps=40, eval_every=20))
+    soft = task_logits(teacher, tok, feats, sent, sent.train_texts, 16)
+    assert soft.shape == (len(sent.train_texts), 1)
+    distilled = dataclasses.replace(sent, train_teacher_logits=soft)
+    student_feats = spec_features("last", 1, "mean", "mean", True)
+
+    def student_loss(steps: int) -> float:
+        student = first_layers(load_trunk(str(tiny_model_dir))[0], 1)
+        assert student.config.num_hidden_layers == 1 and len(student.encoder.layer) == 1
+        out = train_shared_encoder(student, tok, student_feats, [distilled],
+                                   cfg(binary="off", max_steps=steps, eval_every=steps, distill_alpha=0.0))
+        got = torch.as_tensor(task_logits(out, tok, student_feats, sent, sent.train_texts, 16))
+        # the soft-target loss less its floor (the teacher's own entropy): KL(teacher || student)
+        floor = soft_target_loss("binary", torch.as_tensor(soft), torch.as_tensor(soft), 2.0)
+        return float((soft_target_loss("binary", got, torch.as_tensor(soft), 2.0) - floor).mean())
+
+    before, after = student_loss(1), student_loss(80)
+    assert after < 0.5 * before, (before, after)
+    with pytest.raises(ValueError, match="teacher logit rows"):
+        dataclasses.replace(sent, train_teacher_logits=soft[:3])
