@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--costs", default=str(DEFAULT_COSTS), help="measured costs (bench/crossover.py --costs-only)")
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
     a = ap.parse_args(argv)
+    if not Path(a.costs).is_file():
+        print(f"jobs.plan: no measured costs at {a.costs}; measure them on this machine with "
+              "python bench/crossover.py --costs-only --write (about 5 minutes)", file=sys.stderr)
+        return 2
     try:
         model = CostModel.load(a.costs)
         p = plan(model, a.device, a.tasks, a.texts_per_day, a.mean_tokens)

@@ -74,6 +74,7 @@ def encode_partition(batches: Iterator[pa.RecordBatch], cfg: EncoderConfig, spec
 
 
 FAULT_ENV = "TEXT_EMBED_INJECT_FAULT"   # tests only: kill_worker | kill_executor, on a task's first attempt
+FAULT_ONCE_ENV = "TEXT_EMBED_INJECT_FAULT_ONCE"   # tests only: a file path; the fault fires only if it can create it
 
 
 def _injected_fault() -> None:
@@ -85,8 +86,17 @@ def _injected_fault() -> None:
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
+    # a lost executor takes its shuffle files along, so Spark re-runs the stage as a new stage attempt whose tasks
+    # start again at attempt 0 (Python's TaskContext does not say which stage attempt): with the once-file the
+    # fault fires once per run, not again in every re-run until the stage is aborted
     if ctx is None or ctx.attemptNumber() != 0 or ctx.partitionId() != 0:
         return
+    once = os.environ.get(FAULT_ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
     pid = os.getpid()
     if fault == "kill_executor":
         pid = _ancestor("CoarseGrainedExecutorBackend") or _ancestor("org.apache.spark") or pid

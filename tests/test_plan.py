@@ -58,3 +58,9 @@ def test_planner_cli_prints_both_paths_and_refuses_an_unmeasured_device(tmp_path
     assert plan_cli.main(["--tasks", "3", "--texts-per-day", "1e6", "--mean-tokens", "40", "--device", "gpu",
                           "--costs", str(p)]) == 2
     assert "no costs measured for device 'gpu'" in capsys.readouterr().err
+
+
+def test_planner_without_measured_costs_says_how_to_measure_them(tmp_path, capsys):
+    assert plan_cli.main(["--tasks", "3", "--texts-per-day", "1e6", "--mean-tokens", "40", "--costs",
+                          str(tmp_path / "none.json")]) == 2
+    assert "bench/crossover.py --costs-only --write" in capsys.readouterr().err
