@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from encoder.flops import Architecture, encoder_flops, head_flops
 from encoder.quantize import QUANTIZATIONS, code_bytes
 
@@ -62,7 +64,7 @@ class Plan:
 
     tasks: int
     texts: float
-    tokens: float
+    tokens: float                      # mean tokens per text
     seconds: dict[str, float]          # shared (encoder + heads), student (N models), teacher (N models)
     flops: dict[str, float]
     crossover_seconds: int | None      # N*: smallest N where shared <= per-task students (None: never)
@@ -70,26 +72,38 @@ class Plan:
     storage_bytes: dict[str, float]    # per quantization: the codes of one day's texts
 
 
-def plan(model: CostModel, device: str, tasks: int, texts: float, tokens: float, head_outputs: int = 4) -> Plan:
-    """Cost of serving ``tasks`` tasks on ``texts`` texts of ``tokens`` tokens (mean, special tokens included)."""
-    if tasks < 1 or texts <= 0 or tokens < 3:
-        raise ValueError(f"tasks={tasks}, texts={texts}, tokens={tokens}: expected tasks >= 1, texts > 0, tokens >= 3")
+def plan(model: CostModel, device: str, tasks: int, texts: float, tokens: float | np.ndarray,
+         head_outputs: int = 4) -> Plan:
+    """Cost of serving ``tasks`` tasks on ``texts`` texts of ``tokens`` tokens (special tokens included): one mean
+    count, or a sample of counts standing for the length distribution (attention makes cost per text convex in
+    length, so a distribution costs more than its mean)."""
+    t = np.atleast_1d(np.asarray(tokens, dtype=np.float64))
+    if tasks < 1 or texts <= 0 or t.size == 0 or t.min() < 3:
+        raise ValueError(f"tasks={tasks}, texts={texts}, tokens={t.min() if t.size else 'none'}: expected tasks >= 1, "
+                         "texts > 0, tokens >= 3")
     dev = model.device(device)
-    enc = texts * dev.encoder_seconds("shared", tokens)
+
+    def per_text(path: str) -> float:
+        return float(np.mean(dev.encoder_seconds(path, t)))  # type: ignore[arg-type]
+
+    def per_text_flops(path: str) -> float:
+        return encoder_flops(model.architectures[path], t) / t.size
+
+    enc = texts * per_text("shared")
     heads = texts * dev.head_seconds_per_text
-    student = texts * dev.encoder_seconds("student", tokens)
-    teacher = texts * dev.encoder_seconds("teacher", tokens)
+    student = texts * per_text("student")
+    teacher = texts * per_text("teacher")
     seconds = {"shared": dev.fixed_seconds["embed"] + enc + dev.fixed_seconds["apply"] + tasks * heads,
                "student": tasks * (dev.fixed_seconds["embed"] + student),
                "teacher": tasks * (dev.fixed_seconds["embed"] + teacher)}
-    f_enc = texts * encoder_flops(model.architectures["shared"], tokens)
+    f_enc = texts * per_text_flops("shared")
     f_head = texts * head_flops(model.dim, head_outputs)
-    f_student = texts * encoder_flops(model.architectures["student"], tokens) + f_head
+    f_student = texts * per_text_flops("student") + f_head
     flops = {"shared": f_enc + tasks * f_head, "student": tasks * f_student,
-             "teacher": tasks * (texts * encoder_flops(model.architectures["teacher"], tokens) + f_head)}
+             "teacher": tasks * (texts * per_text_flops("teacher") + f_head)}
     shared_fixed = dev.fixed_seconds["embed"] + enc + dev.fixed_seconds["apply"]
     per_task = dev.fixed_seconds["embed"] + student
-    return Plan(tasks, texts, tokens, seconds, flops, _crossover(shared_fixed, heads, per_task),
+    return Plan(tasks, texts, float(t.mean()), seconds, flops, _crossover(shared_fixed, heads, per_task),
                 _crossover(f_enc, f_head, f_student),
                 {q: texts * code_bytes(model.dim, q) for q in QUANTIZATIONS})  # type: ignore[arg-type]
 

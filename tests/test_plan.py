@@ -64,3 +64,20 @@ def test_planner_without_measured_costs_says_how_to_measure_them(tmp_path, capsy
     assert plan_cli.main(["--tasks", "3", "--texts-per-day", "1e6", "--mean-tokens", "40", "--costs",
                           str(tmp_path / "none.json")]) == 2
     assert "bench/crossover.py --costs-only --write" in capsys.readouterr().err
+
+
+def test_a_length_distribution_costs_the_mean_of_its_texts_not_the_cost_of_its_mean(tmp_path):
+    import numpy as np
+
+    model = CostModel.load(costs_file(tmp_path))
+    lengths = np.array([10, 10, 10, 250])                       # mean 70, one long text
+    p = plan(model, "cpu", 4, 1e6, lengths)
+    one = [plan(model, "cpu", 4, 1e6, float(t)) for t in lengths]
+    for path in ("shared", "student", "teacher"):
+        assert p.seconds[path] == pytest.approx(np.mean([q.seconds[path] for q in one]))
+        assert p.flops[path] == pytest.approx(np.mean([q.flops[path] for q in one]))
+    assert p.tokens == 70.0
+    at_mean = plan(model, "cpu", 4, 1e6, 70.0)
+    assert p.seconds["shared"] > at_mean.seconds["shared"]     # attention: convex in length
+    with pytest.raises(ValueError, match="tokens >= 3"):
+        plan(model, "cpu", 4, 1e6, np.array([12, 2]))
