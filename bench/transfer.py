@@ -34,13 +34,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) not in sys.path:     # imported by crossover.py: keep the project first
+    sys.path.insert(0, str(Path(__file__).resolve().parent))     # (bench/heads.py would shadow the heads package)
 from _setup import ROOT, require_data  # noqa: E402  (path, offline env)
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 OUT = ROOT / "out" / "study"
+MODELS = OUT / "models"     # the tuned encoders (bench/crossover.py uses ste_mixed from here)
 TUNE = ["senteval/sst2", "senteval/trec", "senteval/subj", "tweeteval/emotion", "tweeteval/hate",
         "tweeteval/sentiment", "tweeteval/emoji", "goemotions", "ag_news", "blog_authorship/gender"]
 HELD_OUT = ["senteval/mr", "senteval/cr", "senteval/mpqa", "senteval/sst5", "tweeteval/irony", "tweeteval/offensive",
@@ -213,8 +215,56 @@ def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], multilabel: bool) 
     return 100 * score(fitted[best], "test")
 
 
+def tuning_rows(data: Path, labels: dict, scale: float = 1.0) -> tuple[dict, dict, frozenset[str]]:
+    """-> (task specs of every study task, the tuning tasks' train/validation rows, the normalised texts the tuning
+    sees). "Never seen": SST is built from MR's sentences, SST-5 shares SST-2's, age_group the blog posts gender
+    tunes on, so evaluation rows whose text is in the last set are dropped (held-out tasks: all splits; tuning
+    tasks: test)."""
+    tune_caps = {"train": int(4000 * scale), "validation": int(150 * scale), "test": 1}
+    specs = {n: task_spec(n, labels) for n in TUNE + HELD_OUT}
+    tune_rows = {n: load_rows(data, specs[n][0], specs[n][2], tune_caps) for n in TUNE}
+    seen = frozenset(norm(t) for n in TUNE for sp in ("train", "validation") for t in tune_rows[n][sp][0])
+    return specs, tune_rows, seen
+
+
+def tune(variant: str, specs: dict, tune_rows: dict, steps: int = 150, texts_per_step: int = 32, scale: float = 1.0,
+         keep_general: float = 1.0, threads: int = 2, say=print, models: Path = MODELS):
+    """One tuning run of the packaged encoder on the tuning tasks (heads.multitask, the library the train_encoder
+    job runs); saves <models>/<variant> and returns (TrainedEncoder, run summary)."""
+    from encoder.model import load_encoder, save_model_folder
+    from heads.multitask import MultiTaskConfig, TaskData, spec_features, train_shared_encoder
+    from heads.tasks import TaskConfig
+
+    def task_data(n: str) -> TaskData:
+        _, kind, cols, k = specs[n]
+        task = TaskConfig(name=n.replace("/", "_"), kind="multilabel" if kind == "multilabel" else "multiclass",
+                          columns=tuple(cols))
+        r = tune_rows[n]
+        return TaskData(task, k, r["train"][0], r["train"][1], r["validation"][0], r["validation"][1])
+
+    binary_mode = {"plain": "off", "ste": "ste", "ste_mixed": "ste_mixed", "ste_nokeep": "ste"}[variant]
+    keep = 0.0 if variant == "ste_nokeep" else keep_general
+    cfg = MultiTaskConfig(max_steps=steps, eval_every=max(1, steps // 3), patience=2, texts_per_step=texts_per_step,
+                          token_budget=4096, max_length=TUNE_MAX_LENGTH, binary=binary_mode, keep_general=keep,
+                          val_rows=int(150 * scale), seed=0, warmup_steps=max(1, steps // 10))
+    base = load_encoder("package", threads=threads)
+    trunk = base.model.train()
+    frozen = load_encoder("package", threads=threads).model if keep > 0 else None
+    feats = spec_features("last4", base.num_layers, "mean", "mean", True)
+    say(f"\ntuning '{variant}' (binary={binary_mode}, keep_general={keep}, {steps} steps x {texts_per_step} texts)")
+    out = train_shared_encoder(trunk, base.tokenizer, feats, [task_data(n) for n in TUNE], cfg, base=frozen, log=say)
+    save_model_folder(models / variant, out.model, base.tokenizer,
+                      {"name": f"all-MiniLM-L6-v2-study-{variant}",
+                       "training": {"variant": variant, "steps": out.steps, "best_step": out.best_step}})
+    say(f"'{variant}': best step {out.best_step} of {out.steps}, validation mean {out.best_score:.4f}, "
+        f"{out.seconds:.0f} s")
+    return out, {"best_step": out.best_step, "steps": out.steps, "seconds": round(out.seconds, 1),
+                 "best_validation_mean": round(out.best_score, 4), "history": out.history}
+
+
 # -- study ------------------------------------------------------------------------------------------------------
 def main() -> None:
+    global OUT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150, help="max optimiser steps per tuning run")
     ap.add_argument("--texts-per-step", type=int, default=32)
@@ -223,23 +273,23 @@ def main() -> None:
                          "(ste without the keep-general term)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every row cap (2 = twice the rows)")
     ap.add_argument("--keep-general", type=float, default=1.0)
+    ap.add_argument("--out", default=str(OUT), help="report folder (tuned encoders go to its models/)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    OUT = Path(args.out)
     data = require_data()
     import torch
 
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
-    from encoder.model import load_encoder, save_model_folder
-    from heads.multitask import MultiTaskConfig, TaskData, spec_features, train_shared_encoder
-    from heads.tasks import TaskConfig
+    from encoder.model import load_encoder
 
     torch.set_num_threads(args.threads)
     s = args.scale
     labels = json.loads((data / "labels.json").read_text())
     caps = {"train": int(800 * s), "validation": int(200 * s), "test": int(500 * s)}            # held-out tasks
     tune_probe_caps = {"train": int(500 * s), "validation": int(150 * s), "test": int(400 * s)}  # tuning tasks
-    tune_caps = {"train": int(4000 * s), "validation": int(150 * s), "test": 0}
+    tune_caps = {"train": int(4000 * s), "validation": int(150 * s)}
     t_start = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
@@ -249,11 +299,7 @@ def main() -> None:
         log_lines.append(msg)
 
     # 1. tasks
-    specs = {n: task_spec(n, labels) for n in TUNE + HELD_OUT}
-    tune_rows = {n: load_rows(data, specs[n][0], specs[n][2], tune_caps | {"test": 1}) for n in TUNE}
-    # "never seen": SST is built from MR's sentences, SST-5 shares SST-2's, age_group the blog posts gender tunes on.
-    # Every evaluation row whose text the tuning saw is dropped (held-out tasks: all splits; tuning tasks: test).
-    seen = frozenset(norm(t) for n in TUNE for sp in ("train", "validation") for t in tune_rows[n][sp][0])
+    specs, tune_rows, seen = tuning_rows(data, labels, s)
     rows = {n: load_rows(data, specs[n][0], specs[n][2], caps if n in HELD_OUT else tune_probe_caps, seen,
                          ("train", "validation", "test") if n in HELD_OUT else ("test",)) for n in TUNE + HELD_OUT}
     say(f"evaluation rows dropped because the tuning saw their text: {REMOVED}")
@@ -265,42 +311,14 @@ def main() -> None:
     sick_b = [sick["text_pair"][i] for i in order]
     sick_y = np.asarray([sick["relatedness_score"][i] for i in order])
 
-    def task_data(n: str) -> TaskData:
-        _, kind, cols, k = specs[n]
-        name = n.replace("/", "_")
-        task = TaskConfig(name=name, kind="multilabel" if kind == "multilabel" else "multiclass",
-                          columns=tuple(cols))
-        r = tune_rows[n]
-        return TaskData(task, k, r["train"][0], r["train"][1], r["validation"][0], r["validation"][1])
-
     # 2. tuning runs
     base = load_encoder("package", threads=args.threads)
-    n_layers = base.num_layers
     models = {"base": base.model}
     runs = {}
     for variant in args.variants.split(","):
-        binary_mode = {"plain": "off", "ste": "ste", "ste_mixed": "ste_mixed", "ste_nokeep": "ste"}[variant]
-        keep = 0.0 if variant == "ste_nokeep" else args.keep_general
-        cfg = MultiTaskConfig(max_steps=args.steps, eval_every=max(1, args.steps // 3), patience=2,
-                              texts_per_step=args.texts_per_step, token_budget=4096, max_length=TUNE_MAX_LENGTH,
-                              binary=binary_mode, keep_general=keep, val_rows=int(150 * s), seed=0,
-                              warmup_steps=max(1, args.steps // 10))
-        trunk = load_encoder("package", threads=args.threads).model.train()
-        frozen = load_encoder("package", threads=args.threads).model if keep > 0 else None
-        feats = spec_features("last4", n_layers, "mean", "mean", True)
-        say(f"\ntuning '{variant}' (binary={binary_mode}, keep_general={keep}, "
-            f"{args.steps} steps x {args.texts_per_step} texts)")
-        out = train_shared_encoder(trunk, base.tokenizer, feats, [task_data(n) for n in TUNE], cfg, base=frozen,
-                                   log=say)
-        folder = OUT / "models" / variant
-        save_model_folder(folder, out.model, base.tokenizer, {"name": f"all-MiniLM-L6-v2-study-{variant}",
-                                                               "training": {"variant": variant, "steps": out.steps,
-                                                                            "best_step": out.best_step}})
-        runs[variant] = {"best_step": out.best_step, "steps": out.steps, "seconds": round(out.seconds, 1),
-                         "best_validation_mean": round(out.best_score, 4), "history": out.history}
+        out, runs[variant] = tune(variant, specs, tune_rows, args.steps, args.texts_per_step, s, args.keep_general,
+                                  args.threads, say, OUT / "models")
         models[variant] = out.model.eval()
-        say(f"'{variant}': best step {out.best_step} of {out.steps}, validation mean {out.best_score:.4f}, "
-            f"{out.seconds:.0f} s")
 
     # the study's features are the pipeline's: check the default combination against the one extractor
     fx = FeatureExtractor(base, EncoderConfig(max_length=MAX_LENGTH))
@@ -310,7 +328,8 @@ def main() -> None:
 
     # 3. encode and probe
     tuned_names = [v for v in models if v != "base"]
-    pool_variant = "ste" if "ste" in models else tuned_names[-1] if tuned_names else "base"
+    # "tuned" in the bars: the variant with the best mean validation score on the tuning tasks (never a held-out task)
+    pool_variant = max(tuned_names, key=lambda v: runs[v]["best_validation_mean"]) if tuned_names else "base"
     all_combos = [(lc, p) for lc in LAYER_CHOICES for p in POSITIONS]
     results: dict = {"accuracy": {}, "pooling": {}, "similarity": {}, "thresholds": {}}
     calib = [t for n in TUNE for t in rows[n]["train"][0][:100]]
@@ -406,8 +425,8 @@ def report(results: dict, tuned: list[str], say) -> None:
     models = ["base", *tuned]
     lines = ["# Transfer study: the multi-task tuned shared encoder on tasks it never saw", "",
              f"`python bench/transfer.py` ({results['seconds'] / 60:.0f} minutes on 2 CPU cores; settings: "
-             f"`{json.dumps(results['settings'], default=str)}`). Tuned = variant `{main_v}` unless a column says "
-             "otherwise. Linear heads on frozen features (logistic regression, C chosen on validation), test "
+             f"`{json.dumps(results['settings'], default=str)}`). Tuned = variant `{main_v}` (the best mean "
+             "validation score on the tuning tasks) unless a column says otherwise. Linear heads on frozen features (logistic regression, C chosen on validation), test "
              "accuracy in % (goemotions: micro-F1). Evaluation rows whose text (lower-cased, spaces collapsed) the "
              f"tuning saw were dropped first: {results['removed_seen_texts']} (held-out tasks: every split; tuning "
              "tasks: test). Near-duplicates and shared authors (blog gender/age_group) are not removed.", "",
