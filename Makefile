@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run embed train_heads apply_heads train_encoder study neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
+.PHONY: setup run embed train_heads apply_heads train_encoder study crossover plan neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,18 @@ train_encoder: $(STAMP)
 # The transfer study (needs ../shared/data; under an hour on 2 cores): out/study/report.md + charts
 study: $(STAMP)
 	$(BIN)/python bench/transfer.py
+
+# Shared encoder or one model per task (needs ../shared/data; under an hour on 2 cores): per-task teachers and
+# students against the shared encoder's heads, cost per 1M texts for N = 1..20 tasks, N*; out/crossover/report.md
+crossover: $(STAMP)
+	$(BIN)/python bench/crossover.py
+
+# The planner on your numbers: make plan TASKS=12 TEXTS=5e6 TOKENS=60 (costs: docs/costs.json)
+TASKS  ?= 12
+TEXTS  ?= 5e6
+TOKENS ?= 60
+plan: $(STAMP)
+	$(BIN)/python -m jobs.plan --tasks $(TASKS) --texts-per-day $(TEXTS) --mean-tokens $(TOKENS)
 
 # Nearest neighbours of the queries in examples/queries.csv and near-duplicate pairs, over out/embed (make embed).
 neighbours: $(STAMP)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not Path(a.costs).is_file():
         print(f"jobs.plan: no measured costs at {a.costs}; measure them on this machine with "
-              "python bench/crossover.py --costs-only --write (about 5 minutes)", file=sys.stderr)
+              "python bench/crossover.py --costs-only --write (about 7 minutes)", file=sys.stderr)
         return 2
     try:
         model = CostModel.load(a.costs)
