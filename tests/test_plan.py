@@ -81,3 +81,17 @@ def test_a_length_distribution_costs_the_mean_of_its_texts_not_the_cost_of_its_m
     assert p.seconds["shared"] > at_mean.seconds["shared"]     # attention: convex in length
     with pytest.raises(ValueError, match="tokens >= 3"):
         plan(model, "cpu", 4, 1e6, np.array([12, 2]))
+
+
+def test_the_committed_costs_load_and_the_planner_uses_them_by_default(capsys):
+    """docs/costs.json (written by bench/crossover.py --costs-only --write) is the planner's default: it must stay
+    loadable, hold CPU costs for all three paths, and carry its check against a measured run."""
+    model = CostModel.load(plan_cli.DEFAULT_COSTS)
+    cpu = model.device("cpu")
+    for path in ("shared", "student", "teacher"):
+        assert cpu.encoder_seconds(path, 64) > cpu.encoder_seconds(path, 16) > 0
+    assert model.architectures["student"].layers < model.architectures["shared"].layers
+    check = json.loads(plan_cli.DEFAULT_COSTS.read_text())["planner_check"]
+    assert abs(check["predicted_seconds"] / check["measured_seconds"] - 1) <= 0.25
+    assert plan_cli.main(["--tasks", "12", "--texts-per-day", "5e6", "--mean-tokens", "60"]) == 0
+    assert "12 per-task students" in capsys.readouterr().out
