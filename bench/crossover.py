@@ -26,7 +26,6 @@ Writes out/crossover/report.md, results.json, costs.json, crossover_cost.png and
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import subprocess
@@ -59,12 +58,10 @@ DEFAULT_TASKS = ["senteval/sst2", "tweeteval/emotion",
 def student_of(loaded, layers: int):
     """The base with only its first ``layers`` transformer layers (what a per-task student is built from)."""
     from encoder.model import LoadedEncoder
+    from heads.multitask import first_layers
 
-    m = copy.deepcopy(loaded.model)
-    m.encoder.layer = m.encoder.layer[:layers]
-    m.config.num_hidden_layers = layers
-    return LoadedEncoder(loaded.tokenizer, m.eval(), "cpu", {"name": f"first{layers}", "sha256": "-"}, layers,
-                         loaded.hidden_size)
+    return LoadedEncoder(loaded.tokenizer, first_layers(loaded.model, layers).eval(), "cpu",
+                         {"name": f"first{layers}", "sha256": "-"}, layers, loaded.hidden_size)
 
 
 def seconds_per_text(encoders: dict[str, tuple], token_ids: list[list[int]], repeats: int = 5
@@ -209,16 +206,6 @@ def measure_costs(threads: int, say) -> dict:
 
 
 # -- accuracy: per-task teachers and students against the shared encoder -----------------------------------------
-def _task_data(name: str, spec: tuple, rows: dict):
-    from heads.multitask import TaskData
-    from heads.tasks import TaskConfig
-
-    _, kind, cols, k = spec
-    task = TaskConfig(name=name.replace("/", "_"), kind="multilabel" if kind == "multilabel" else "multiclass",
-                      columns=tuple(cols))
-    return TaskData(task, k, rows["train"][0], rows["train"][1], rows["validation"][0], rows["validation"][1])
-
-
 def per_task_models(name: str, spec: tuple, rows: dict, steps: int, student_layers: int, threads: int, say) -> dict:
     """Teacher (the base fine-tuned on this task alone) and student (the teacher's first layers, distilled from the
     teacher's logits on the training texts plus the hard labels), both by heads.multitask; test accuracy, training
@@ -230,9 +217,9 @@ def per_task_models(name: str, spec: tuple, rows: dict, steps: int, student_laye
     from encoder.model import load_encoder, save_model_folder
     from heads.multitask import MultiTaskConfig, first_layers, spec_features, task_logits, task_metric, \
         train_shared_encoder
-    from transfer import MAX_LENGTH, TUNE_MAX_LENGTH
+    from transfer import MAX_LENGTH, TUNE_MAX_LENGTH, task_data
 
-    td = _task_data(name, spec, rows)
+    td = task_data(name, spec, rows)
     base = load_encoder("package", threads=threads)
     cfg = MultiTaskConfig(max_steps=steps, eval_every=max(1, steps // 4), patience=2, texts_per_step=16,
                           token_budget=4096, max_length=TUNE_MAX_LENGTH, binary="off", keep_general=0.0,
@@ -307,9 +294,7 @@ def cost_curves(costs: dict, tokens: np.ndarray, n_max: int = 20, texts: float =
     from encoder.flops import encoder_flops
     from heads.costs import CostModel, plan
 
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "costs.json").write_text(json.dumps(costs))
-        model = CostModel.load(Path(d) / "costs.json")
+    model = CostModel.from_dict(costs)
     plans = [plan(model, "cpu", n, texts, tokens) for n in range(1, n_max + 1)]
     dev, arch = model.device("cpu"), model.architectures
     return {"n": [p.tasks for p in plans],

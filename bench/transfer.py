@@ -231,20 +231,23 @@ def tuning_rows(data: Path, labels: dict, scale: float = 1.0) -> tuple[dict, dic
     return specs, tune_rows, seen
 
 
+def task_data(name: str, spec: tuple, rows: dict):
+    """A study task's train/validation rows as heads.multitask trains on them."""
+    from heads.multitask import TaskData
+    from heads.tasks import TaskConfig
+
+    _, kind, cols, k = spec
+    task = TaskConfig(name=name.replace("/", "_"), kind="multilabel" if kind == "multilabel" else "multiclass",
+                      columns=tuple(cols))
+    return TaskData(task, k, rows["train"][0], rows["train"][1], rows["validation"][0], rows["validation"][1])
+
+
 def tune(variant: str, specs: dict, tune_rows: dict, steps: int = 150, texts_per_step: int = 32, scale: float = 1.0,
          keep_general: float = 1.0, threads: int = 2, say=print, models: Path = MODELS):
     """One tuning run of the packaged encoder on the tuning tasks (heads.multitask, the library the train_encoder
     job runs); saves <models>/<variant> and returns (TrainedEncoder, run summary)."""
     from encoder.model import load_encoder, save_model_folder
-    from heads.multitask import MultiTaskConfig, TaskData, spec_features, train_shared_encoder
-    from heads.tasks import TaskConfig
-
-    def task_data(n: str) -> TaskData:
-        _, kind, cols, k = specs[n]
-        task = TaskConfig(name=n.replace("/", "_"), kind="multilabel" if kind == "multilabel" else "multiclass",
-                          columns=tuple(cols))
-        r = tune_rows[n]
-        return TaskData(task, k, r["train"][0], r["train"][1], r["validation"][0], r["validation"][1])
+    from heads.multitask import MultiTaskConfig, spec_features, train_shared_encoder
 
     binary_mode = {"plain": "off", "ste": "ste", "ste_mixed": "ste_mixed", "ste_nokeep": "ste"}[variant]
     keep = 0.0 if variant == "ste_nokeep" else keep_general
@@ -256,7 +259,7 @@ def tune(variant: str, specs: dict, tune_rows: dict, steps: int = 150, texts_per
     frozen = load_encoder("package", threads=threads).model if keep > 0 else None
     feats = spec_features("last4", base.num_layers, "mean", "mean", True)
     say(f"\ntuning '{variant}' (binary={binary_mode}, keep_general={keep}, {steps} steps x {texts_per_step} texts)")
-    out = train_shared_encoder(trunk, base.tokenizer, feats, [task_data(n) for n in TUNE], cfg, base=frozen, log=say)
+    out = train_shared_encoder(trunk, base.tokenizer, feats, [task_data(n, specs[n], tune_rows[n]) for n in TUNE], cfg, base=frozen, log=say)
     save_model_folder(models / variant, out.model, base.tokenizer,
                       {"name": f"all-MiniLM-L6-v2-study-{variant}",
                        "training": {"variant": variant, "steps": out.steps, "best_step": out.best_step,

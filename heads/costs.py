@@ -41,7 +41,10 @@ class CostModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CostModel":
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")), str(path))
+
+    @classmethod
+    def from_dict(cls, d: dict, path: str = "costs") -> "CostModel":
         archs = {k: Architecture(**v) for k, v in d["architectures"].items()}
         missing = [p for p in PATHS if p not in archs]
         if missing:
