@@ -185,9 +185,8 @@ def measure_costs(threads: int, say) -> dict:
                                      "fixed_seconds": {"embed": round(fixed["embed"], 2),
                                                        "apply": round(fixed["apply"], 2)}}},
                  "per_length_seconds": {"shared": shared, "student": student}}
-        (OUT / "costs.json").write_text(json.dumps(costs, indent=2) + "\n")
         # (4) the planner against a measured run on the shipped sample
-        model = CostModel.load(OUT / "costs.json")
+        model = CostModel.from_dict(costs)
         sample_texts = pq.read_table(SAMPLE, columns=["text"]).column("text").to_pylist()
         n_tok = [min(len(x), 256) for x in base.tokenizer(sample_texts, add_special_tokens=True)["input_ids"]]
         p = plan(model, "cpu", 2, len(sample_texts), float(np.mean(n_tok)))
@@ -291,7 +290,7 @@ def shared_heads(name: str, spec: tuple, rows: dict, encoder, tokenizer) -> dict
 
 def cost_curves(costs: dict, tokens: np.ndarray, n_max: int = 20, texts: float = 1e6) -> dict:
     """heads.costs.plan for N = 1..n_max tasks on ``texts`` texts of the given token counts (a distribution)."""
-    from encoder.flops import encoder_flops
+    from encoder.flops import Architecture, encoder_flops
     from heads.costs import CostModel, plan
 
     model = CostModel.from_dict(costs)
@@ -305,8 +304,8 @@ def cost_curves(costs: dict, tokens: np.ndarray, n_max: int = 20, texts: float =
                                  for k in ("shared", "student", "teacher")},
             "per_text_flops": {k: encoder_flops(arch[k], tokens) / len(tokens) for k in arch},
             "n_star_flops_by_student_layers": {
-                k: plan(CostModel({**arch, "student": type(arch["student"])(k, arch["shared"].hidden,
-                                                                             arch["shared"].intermediate)},
+                k: plan(CostModel({**arch, "student": Architecture(k, arch["shared"].hidden,
+                                                                   arch["shared"].intermediate)},
                                   model.devices, model.dim, model.measured), "cpu", 1, texts, tokens).crossover_flops
                 for k in range(1, arch["shared"].layers)},
             "mean_tokens": float(tokens.mean()),

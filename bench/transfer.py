@@ -447,10 +447,6 @@ def study_bars(results: dict, tuned: dict) -> list[tuple[str, bool]]:
     """The issue's four accuracy bars for one tuned representation ({task: {fp32, binary}}) against the base's
     default setting."""
     base = results["accuracy"]["base"]
-
-    def avg(acc: dict, kind: str, tasks: list[str]) -> float:
-        return float(np.mean([acc[n][kind] for n in tasks]))
-
     h_base32, h_base1 = avg(base, "fp32", HELD_OUT), avg(base, "binary", HELD_OUT)
     h_t32, h_t1 = avg(tuned, "fp32", HELD_OUT), avg(tuned, "binary", HELD_OUT)
     t_base32, t_t1 = avg(base, "fp32", TUNE), avg(tuned, "binary", TUNE)
@@ -465,8 +461,13 @@ def study_bars(results: dict, tuned: dict) -> list[tuple[str, bool]]:
          t_t1 >= t_base32 + 3)]
 
 
+def avg(acc: dict, kind: str, tasks: list[str]) -> float:
+    """Mean of one kind (fp32 | binary) over tasks, from {task: {kind: accuracy}}."""
+    return float(np.mean([acc[n][kind] for n in tasks]))
+
+
 def mean(results: dict, model: str, kind: str, tasks: list[str]) -> float:
-    return float(np.mean([results["accuracy"][model][n][kind] for n in tasks]))
+    return avg(results["accuracy"][model], kind, tasks)
 
 
 def report(results: dict, tuned: list[str], say) -> None:
