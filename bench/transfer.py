@@ -243,26 +243,30 @@ def task_data(name: str, spec: tuple, rows: dict):
 
 
 def tune(variant: str, specs: dict, tune_rows: dict, steps: int = 150, texts_per_step: int = 32, scale: float = 1.0,
-         keep_general: float = 1.0, threads: int = 2, say=print, models: Path = MODELS):
+         keep_general: float = 1.0, threads: int = 2, say=print, models: Path = MODELS, bit_margin: float = 1.0):
     """One tuning run of the packaged encoder on the tuning tasks (heads.multitask, the library the train_encoder
     job runs); saves <models>/<variant> and returns (TrainedEncoder, run summary)."""
     from encoder.model import load_encoder, save_model_folder
     from heads.multitask import MultiTaskConfig, spec_features, train_shared_encoder
 
-    binary_mode = {"plain": "off", "ste": "ste", "ste_mixed": "ste_mixed", "ste_nokeep": "ste"}[variant]
+    binary_mode = {"plain": "off", "ste": "ste", "ste_mixed": "ste_mixed", "ste_nokeep": "ste",
+                   "ste_margin": "ste_mixed"}[variant]
     keep = 0.0 if variant == "ste_nokeep" else keep_general
+    margin = bit_margin if variant == "ste_margin" else 0.0
     cfg = MultiTaskConfig(max_steps=steps, eval_every=max(1, steps // 3), patience=2, texts_per_step=texts_per_step,
                           token_budget=4096, max_length=TUNE_MAX_LENGTH, binary=binary_mode, keep_general=keep,
+                          bit_margin=margin,
                           val_rows=int(150 * scale), seed=0, warmup_steps=max(1, steps // 10))
     base = load_encoder("package", threads=threads)
     trunk = base.model.train()
     frozen = load_encoder("package", threads=threads).model if keep > 0 else None
     feats = spec_features("last4", base.num_layers, "mean", "mean", True)
-    say(f"\ntuning '{variant}' (binary={binary_mode}, keep_general={keep}, {steps} steps x {texts_per_step} texts)")
+    say(f"\ntuning '{variant}' (binary={binary_mode}, keep_general={keep}, bit_margin={margin}, {steps} steps x {texts_per_step} texts)")
     out = train_shared_encoder(trunk, base.tokenizer, feats, [task_data(n, specs[n], tune_rows[n]) for n in TUNE], cfg, base=frozen, log=say)
     save_model_folder(models / variant, out.model, base.tokenizer,
                       {"name": f"all-MiniLM-L6-v2-study-{variant}",
-                       "training": {"variant": variant, "steps": out.steps, "best_step": out.best_step,
+                       "training": {"variant": variant, "bit_margin": margin, "steps": out.steps,
+                                    "best_step": out.best_step,
                                     "best_validation_mean": round(out.best_score, 4)}})
     say(f"'{variant}': best step {out.best_step} of {out.steps}, validation mean {out.best_score:.4f}, "
         f"{out.seconds:.0f} s")
@@ -309,9 +313,10 @@ def main() -> None:
     ap.add_argument("--texts-per-step", type=int, default=32)
     ap.add_argument("--variants", default="plain,ste,ste_mixed",
                     help="tuning runs: plain (float heads), ste (heads on the bits), ste_mixed (both), ste_nokeep "
-                         "(ste without the keep-general term)")
+                         "(ste without the keep-general term), ste_margin (ste_mixed + the bit-margin term)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every row cap (2 = twice the rows)")
     ap.add_argument("--keep-general", type=float, default=1.0)
+    ap.add_argument("--bit-margin", type=float, default=1.0, help="weight of the bit-margin term in ste_margin")
     ap.add_argument("--reuse", action="append", default=[], metavar="VARIANT=FOLDER",
                     help="evaluate a tuned encoder saved by an earlier run instead of tuning it (repeatable)")
     ap.add_argument("--out", default=str(OUT), help="report folder (tuned encoders go to its models/)")
@@ -366,7 +371,7 @@ def main() -> None:
         say(f"reusing '{variant}' from {folder}")
     for variant in [v for v in args.variants.split(",") if v and v not in runs]:
         out, runs[variant] = tune(variant, specs, tune_rows, args.steps, args.texts_per_step, s, args.keep_general,
-                                  args.threads, say, OUT / "models")
+                                  args.threads, say, OUT / "models", args.bit_margin)
         models[variant] = out.model.eval()
 
     # the study's features are the pipeline's: check the default combination against the one extractor

@@ -11,6 +11,9 @@ The recipe, and where it comes from:
 - **Binary-aware training** (``binary: ste``): heads see the pooled features through the same quantization the table
   stores (x > threshold -> +1, else -1), with a straight-through gradient (the identity on the unit-RMS features), so
   the encoder learns to put its information into the bits. ``ste_mixed`` also trains the heads on the float path.
+- **Bit margin** (``bit_margin``, off by default): weights mean_d (|x_d - t_d| - 1)^2 on the unit-RMS features x
+  (t: the thresholds), the quantization loss of deep hashing (Li et al. 2016, DPSH): every dimension is pushed away
+  from its threshold, on every text, so the sign keeps more of the feature for tasks no head was trained on.
 - **Keeping the encoder general**: ``keep_general`` weights a term 1 - cos(features, base encoder's features on the
   same texts), so similarity and unseen tasks keep what the base model knew.
 - Early stopping on the tuning tasks' validation splits (mean of per-task accuracy / micro-F1, each through the path
@@ -68,6 +71,7 @@ class MultiTaskConfig:
     # 0.549 mean, README "Training the shared encoder")
     binary: BinaryMode = "ste_mixed"
     keep_general: float = 1.0            # weight of 1 - cos(features, base features); 0 turns it off
+    bit_margin: float = 0.0              # weight of mean (|x - t| - 1)^2 on unit-RMS features; 0 turns it off
     distill_alpha: float = 0.5           # tasks with teacher logits: weight of the hard labels (rest: soft targets)
     distill_temperature: float = 2.0     # softens teacher and student alike (Hinton et al. 2015; loss x T²)
     val_rows: int = 1000                 # validation rows per task at most (the first by a hash of the id)
@@ -88,7 +92,7 @@ class MultiTaskConfig:
         for key in ("lr", "head_lr", "temperature", "distill_temperature"):
             if not getattr(self, key) > 0:
                 raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected > 0")
-        for key in ("weight_decay", "keep_general", "warmup_steps"):
+        for key in ("weight_decay", "keep_general", "bit_margin", "warmup_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected >= 0")
 
@@ -199,6 +203,12 @@ class SharedEncoder(nn.Module):
             return x
         q = torch.where(z > self.thresholds, 1.0, -1.0).to(x.dtype)
         return q + (x - x.detach())     # exactly q forward (q + 0); x's gradient backward
+
+
+    def bit_margin_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """Per text: mean over dimensions of (|x - t| - 1)^2 on the unit-RMS features, 0 when every dimension sits
+        one RMS away from its threshold (where the sign loses least)."""
+        return ((z.float() - self.thresholds).abs() * self.scale - 1).square().mean(1)
 
 
 def load_trunk(model_path: str, device: str = "cpu") -> tuple[Any, Any]:
@@ -418,6 +428,8 @@ def train_shared_encoder(model: nn.Module, tokenizer: Any, feats: Features, task
                                      mask, feats.layers, feats.pooling, feats.layer_combine, True)  # type: ignore
                 cos = nn.functional.cosine_similarity(z.float(), zb.float(), dim=1)
                 loss = loss + cfg.keep_general * (1 - cos).sum()
+            if cfg.bit_margin > 0:
+                loss = loss + cfg.bit_margin * net.bit_margin_loss(z).sum()
             scaler.scale(loss / n_total).backward()
             step_loss += float(loss.detach())
         if world > 1:

@@ -11,6 +11,7 @@ import torch
 from encoder.spec import FeatureSpec
 from heads.multitask import (MultiTaskConfig, SharedEncoder, TaskData, TaskSampler, load_trunk, micro_batches,
                              spec_features, task_loss, train_shared_encoder)
+from encoder.typed_config import ConfigError
 from heads.tasks import LabelError, TaskConfig
 
 GOOD = ["good movie", "very good movie", "it was good", "good and good", "a good movie", "you good"]
@@ -86,6 +87,28 @@ def test_keep_general_keeps_features_closer_to_the_base(tiny_model_dir):
     drift = {k: float((1 - torch.nn.functional.cosine_similarity(emb(m.model), b)).mean()) for k, m in
              (("free", free), ("kept", kept))}
     assert drift["kept"] < drift["free"], drift
+
+
+def test_bit_margin_moves_features_away_from_their_thresholds(tiny_model_dir):
+    from heads.multitask import pad
+
+    free = train(tiny_model_dir, binary="ste", max_steps=30, lr=3e-3)
+    kept = train(tiny_model_dir, binary="ste", max_steps=30, lr=3e-3, bit_margin=5.0)
+    tok = load_trunk(str(tiny_model_dir))[1]
+    ids, mask = pad(tok(GOOD + BAD + TOPIC_A + TOPIC_B)["input_ids"], 0, "cpu")
+    feats = spec_features("all", 2, "mean", "mean", True)
+
+    def margin(m):
+        net = SharedEncoder(m.eval(), feats, toy_tasks(), 0)
+        with torch.no_grad():
+            return float(net.bit_margin_loss(net.features(ids, mask)).mean())
+
+    assert margin(kept.model) < 0.8 * margin(free.model)
+
+
+def test_bit_margin_is_validated():
+    with pytest.raises(ConfigError, match="bit_margin"):
+        MultiTaskConfig(bit_margin=-1.0).validate("conf.yaml", "training.")
 
 
 @pytest.mark.parametrize("calibrated", [False, True])
