@@ -261,7 +261,8 @@ def tune(variant: str, specs: dict, tune_rows: dict, steps: int = 150, texts_per
     trunk = base.model.train()
     frozen = load_encoder("package", threads=threads).model if keep > 0 else None
     feats = spec_features("last4", base.num_layers, "mean", "mean", True)
-    say(f"\ntuning '{variant}' (binary={binary_mode}, keep_general={keep}, bit_margin={margin}, {steps} steps x {texts_per_step} texts)")
+    say(f"\ntuning '{variant}' (binary={binary_mode}, keep_general={keep}, bit_margin={margin}, "
+        f"{steps} steps x {texts_per_step} texts)")
     out = train_shared_encoder(trunk, base.tokenizer, feats, [task_data(n, specs[n], tune_rows[n]) for n in TUNE], cfg, base=frozen, log=say)
     save_model_folder(models / variant, out.model, base.tokenizer,
                       {"name": f"all-MiniLM-L6-v2-study-{variant}",

@@ -204,7 +204,6 @@ class SharedEncoder(nn.Module):
         q = torch.where(z > self.thresholds, 1.0, -1.0).to(x.dtype)
         return q + (x - x.detach())     # exactly q forward (q + 0); x's gradient backward
 
-
     def bit_margin_loss(self, z: torch.Tensor) -> torch.Tensor:
         """Per text: mean over dimensions of (|x - t| - 1)^2 on the unit-RMS features, 0 when every dimension sits
         one RMS away from its threshold (where the sign loses least)."""

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from encoder.spec import FeatureSpec
+from encoder.typed_config import ConfigError
 from heads.multitask import (MultiTaskConfig, SharedEncoder, TaskData, TaskSampler, load_trunk, micro_batches,
                              spec_features, task_loss, train_shared_encoder)
-from encoder.typed_config import ConfigError
 from heads.tasks import LabelError, TaskConfig
 
 GOOD = ["good movie", "very good movie", "it was good", "good and good", "a good movie", "you good"]
