@@ -70,8 +70,9 @@ def seconds_per_text(encoders: dict[str, tuple], token_ids: list[list[int]], rep
     each repeat, so a slow spell of a shared machine slows all of them alike and their ratio stays honest."""
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
+from encoder.features import FeatureSettings
 
-    fxs = {k: FeatureExtractor(m, EncoderConfig(layers=layers)) for k, (m, layers) in encoders.items()}
+    fxs = {k: FeatureExtractor(m, EncoderConfig(features=FeatureSettings(layers=layers))) for k, (m, layers) in encoders.items()}
     out: dict[str, dict[int, float]] = {k: {} for k in fxs}
     for t in LENGTHS:
         rows = [ids[:t - 1] + [ids[-1]] for ids in token_ids if len(ids) >= t][:max(300, 16_000 // t)]
@@ -104,7 +105,7 @@ def head_seconds() -> float:
     from heads.score import FusedScorer
     from heads.tasks import TaskConfig
 
-    spec = FeatureSpec(model={"name": "x", "sha256": "0"}, layers=(3, 4, 5, 6), layer_combine="mean", pooling="mean",
+    spec = FeatureSpec.of(model={"name": "x", "sha256": "0"}, layers=(3, 4, 5, 6), layer_combine="mean", pooling="mean",
                        normalize=True, max_length=256, dim=384, quantization="binary", threshold_mode="zero")
     torch.manual_seed(0)
     heads = [FittedHead(TaskConfig(f"b{i}", "binary", (f"c{i}",)), Head(384, 1).eval(), ["0", "1"])
@@ -144,9 +145,9 @@ def run_jobs(tmp: Path, src: Path, heads: Path | None = None) -> dict[str, float
 
 def measure_costs(threads: int, say) -> dict:
     """(1)-(4): the per-text costs the planner reads, and the planner's check against a measured job run."""
-    from encoder.flops import Architecture
+    from planning.flops import Architecture
     from encoder.model import load_encoder
-    from heads.costs import CostModel, plan
+    from planning.costs import CostModel, plan
 
     base = load_encoder("package", threads=threads)
     texts = pq.read_table(ROOT.parent / "shared/data/tweeteval/emoji/train.parquet", columns=["text"]) \
@@ -290,8 +291,8 @@ def shared_heads(name: str, spec: tuple, rows: dict, encoder, tokenizer) -> dict
 
 def cost_curves(costs: dict, tokens: np.ndarray, n_max: int = 20, texts: float = 1e6) -> dict:
     """heads.costs.plan for N = 1..n_max tasks on ``texts`` texts of the given token counts (a distribution)."""
-    from encoder.flops import Architecture, encoder_flops
-    from heads.costs import CostModel, plan
+    from planning.flops import Architecture, encoder_flops
+    from planning.costs import CostModel, plan
 
     model = CostModel.from_dict(costs)
     plans = [plan(model, "cpu", n, texts, tokens) for n in range(1, n_max + 1)]

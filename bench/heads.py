@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--skip-training", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    spec = FeatureSpec(model={"name": "all-MiniLM-L6-v2", "sha256": "0" * 64}, layers=(6,), layer_combine="concat",
+    spec = FeatureSpec.of(model={"name": "all-MiniLM-L6-v2", "sha256": "0" * 64}, layers=(6,), layer_combine="concat",
                        pooling="mean", normalize=True, max_length=256, quantization="binary",
                        threshold_mode="zero", dim=384)
     apply_bench(args, spec)

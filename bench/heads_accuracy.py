@@ -82,13 +82,14 @@ def main() -> None:
     from encoder.build_spec import build_spec
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
+from encoder.features import FeatureSettings
     from heads.data import Chunk
     from heads.tasks import TaskConfig
     from heads.train import TrainConfig, train_heads
 
     torch.set_num_threads(os.cpu_count() or 1)
     overrides = {k: v for k, v in (("layers", args.layers), ("layer_combine", args.combine)) if v is not None}
-    cfg = EncoderConfig(**overrides)
+    cfg = EncoderConfig(features=FeatureSettings(**overrides))
     fx = FeatureExtractor(load_encoder(cfg.model, threads=os.cpu_count() or 1), cfg)
     spec0 = build_spec(cfg, fx)
     caps = {"train": args.train_cap, "validation": args.val_cap, "test": args.test_cap}

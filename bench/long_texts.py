@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from encoder.build_spec import build_spec  # noqa: E402
 from encoder.encode import FeatureExtractor  # noqa: E402
-from encoder.encoder_config import EncoderConfig  # noqa: E402
+from encoder.encoder_config import EncoderConfig
+from encoder.features import FeatureSettings  # noqa: E402
 from encoder.model import load_encoder  # noqa: E402
 from encoder.windows import pool_windows  # noqa: E402
 from heads.data import Chunk  # noqa: E402
@@ -99,14 +100,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     loaded = load_encoder("package", threads=2)
-    trunc_cfg, chunk_cfg = EncoderConfig(), EncoderConfig(long_text="chunks")
+    trunc_cfg, chunk_cfg = EncoderConfig(), EncoderConfig(features=FeatureSettings(long_text="chunks"))
     trunc, chunk = FeatureExtractor(loaded, trunc_cfg), FeatureExtractor(loaded, chunk_cfg)
     spec = build_spec(trunc_cfg, trunc)
     fp32, binary = spec.replace(quantization="fp32"), spec
     lines: list[str] = ["# Long texts: truncate vs chunks", "",
-                        f"Encoder: {spec.model['name']}, layers {list(spec.layers)} {spec.layer_combine}, "
-                        f"{spec.pooling} pooling, {spec.dim} dims; chunks: window {chunk_cfg.chunk_tokens} tokens, "
-                        f"stride {chunk_cfg.chunk_stride}, at most {chunk_cfg.max_chunks} windows; 2 threads, cpu.", ""]
+                        f"Encoder: {spec.model['name']}, layers {list(spec.features.layers)} {spec.features.layer_combine}, "
+                        f"{spec.features.pooling} pooling, {spec.dim} dims; chunks: window {chunk_cfg.features.chunk_tokens} tokens, "
+                        f"stride {chunk_cfg.features.chunk_stride}, at most {chunk_cfg.features.max_chunks} windows; 2 threads, cpu.", ""]
 
     def say(line=""):
         print(line)
@@ -165,7 +166,7 @@ def main() -> None:
     ag = pq.read_table(require_data() / "ag_news" / "test.parquet", columns=["text"]).column("text").to_pylist()
     ag = sorted(ag, key=len, reverse=True)[:1500]
     ct, cc = trunc.features(ag), chunk.features(ag)
-    within = cc.n_tokens <= chunk_cfg.chunk_tokens
+    within = cc.n_tokens <= chunk_cfg.features.chunk_tokens
     same = binary.encode_features(ct.values[within]) == binary.encode_features(cc.values[within])
     say(f"(2) control, the 1,500 longest ag_news texts (tokens max {int(ct.n_tokens.max())}): {int(within.sum())} "
         f"within one window; identical binary codes {int(same.all(axis=1).sum())} of {int(within.sum())} "

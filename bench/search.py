@@ -9,7 +9,7 @@ force, in one run.
     rescored by int8 / fp32 vectors; Spearman of each similarity against SICK relatedness (senteval/sick_e test,
     4,906 pairs). Bytes per text beside each.
 (2) Speed. Exact top-10 over 1,000,000 codes (the 20,000 real codes, each repeated 50 times with 8% of its bits
-    flipped at random, so distances look like real ones), 256 real queries: the library (encoder/search.py) vs FAISS
+    flipped at random, so distances look like real ones), 256 real queries: the library (search/kernels.py) vs FAISS
     IndexBinaryFlat, both on 2 threads, same codes; then the Spark search (jobs/neighbours.py, local[2]) vs the
     library on the same 1,000,000 codes.
 (3) Near-duplicates on 50,000 codes (20,000 real + 30,000 copies with 0..12 bits flipped): pigeonhole blocks vs all
@@ -38,7 +38,9 @@ from encoder.encode import FeatureExtractor  # noqa: E402
 from encoder.encoder_config import EncoderConfig  # noqa: E402
 from encoder.model import load_encoder  # noqa: E402
 from encoder.quantize import calibrate_scales, dequantize, quantize  # noqa: E402
-from encoder.search import brute_force_pairs, near_duplicates, pair_hamming, rescore, top_k  # noqa: E402
+from search.duplicates import near_duplicates  # noqa: E402
+from search.kernels import pair_hamming, rescore, top_k  # noqa: E402
+from tests.oracles import brute_force_pairs  # noqa: E402
 
 OUT = ROOT / "out" / "search"
 THREADS = 2

@@ -329,6 +329,7 @@ def main() -> None:
 
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
+from encoder.features import FeatureSettings
     from encoder.model import load_encoder
 
     torch.set_num_threads(args.threads)
@@ -376,7 +377,7 @@ def main() -> None:
         models[variant] = out.model.eval()
 
     # the study's features are the pipeline's: check the default combination against the one extractor
-    fx = FeatureExtractor(base, EncoderConfig(max_length=MAX_LENGTH))
+    fx = FeatureExtractor(base, EncoderConfig(features=FeatureSettings(max_length=MAX_LENGTH)))
     probe_texts = rows["senteval/mr"]["test"][0][:64]
     ours = encode(base.model, base.tokenizer, probe_texts, [DEFAULT])[DEFAULT]
     assert np.allclose(ours, fx.features(probe_texts).values, atol=1e-5), "study features differ from the pipeline's"

@@ -47,9 +47,8 @@ def build_spec(cfg: EncoderConfig, extractor: FeatureExtractor, sample_texts: Sa
         else:
             thresholds = calibrate_thresholds(x)
     mode = cfg.thresholds if cfg.quantization == "binary" else "zero"
-    f = extractor.features_spec()
-    return FeatureSpec(**(f | {"layers": tuple(f["layers"])}), quantization=cfg.quantization, threshold_mode=mode,
-                       thresholds=thresholds, scales=scales)
+    return FeatureSpec(model=dict(extractor.loaded.fingerprint), features=extractor.settings, dim=extractor.dim,
+                       quantization=cfg.quantization, threshold_mode=mode, thresholds=thresholds, scales=scales)
 
 
 def _reuse(cfg: EncoderConfig, extractor: FeatureExtractor) -> FeatureSpec:

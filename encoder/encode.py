@@ -15,8 +15,8 @@ import torch
 from .batching import plan_batches, restore_order, unique_texts
 from .encoder_config import EncoderConfig
 from .model import LoadedEncoder
-from .pooling import feature_dim, pool_layers, resolve_layers
-from .spec import FeatureSpec
+from .forward import batch_features
+from .spec import FeatureSpec, feature_part
 from .typed_config import ConfigError
 from .windows import pool_windows, window_starts, window_weights
 
@@ -50,41 +50,34 @@ class FeatureExtractor:
 
     def __init__(self, loaded: LoadedEncoder, cfg: EncoderConfig = EncoderConfig()):
         source = f"model {loaded.fingerprint['name']}"
-        model_max = int(getattr(loaded.model.config, "max_position_embeddings", cfg.max_length))
-        if not 2 < cfg.max_length <= model_max:
-            raise ConfigError(source, "encoder.max_length", f"= {cfg.max_length}; this model allows 3..{model_max}")
-        if cfg.long_text == "chunks" and cfg.chunk_tokens > model_max:
-            raise ConfigError(source, "encoder.chunk_tokens", f"= {cfg.chunk_tokens}; this model allows 3..{model_max}")
+        f = cfg.features
+        model_max = int(getattr(loaded.model.config, "max_position_embeddings", f.max_length))
+        if not 2 < f.max_length <= model_max:
+            raise ConfigError(source, "encoder.max_length", f"= {f.max_length}; this model allows 3..{model_max}")
+        if f.chunks and f.chunk_tokens > model_max:
+            raise ConfigError(source, "encoder.chunk_tokens", f"= {f.chunk_tokens}; this model allows 3..{model_max}")
         self.loaded = loaded
-        if cfg.long_text == "chunks":
+        if f.chunks:
             prefix, suffix = self._special_tokens()
-            content = cfg.chunk_tokens - len(prefix) - len(suffix)
-            if not 1 <= cfg.chunk_stride <= content:
-                raise ConfigError(source, "encoder.chunk_stride", f"= {cfg.chunk_stride}; with {len(prefix) + len(suffix)} "
+            content = f.chunk_tokens - len(prefix) - len(suffix)
+            if not 1 <= f.chunk_stride <= content:
+                raise ConfigError(source, "encoder.chunk_stride", f"= {f.chunk_stride}; with {len(prefix) + len(suffix)} "
                                   f"special tokens per window this model allows 1..{content}")
         try:
-            self.layers = resolve_layers(cfg.layers, loaded.num_layers)
+            self.settings = f.resolve(loaded.num_layers)      # layers as hidden-state indices
         except ValueError as exc:
-            shown = list(cfg.layers) if isinstance(cfg.layers, tuple) else cfg.layers
+            shown = list(f.layers) if isinstance(f.layers, tuple) else f.layers
             raise ConfigError(source, "encoder.layers", f"= {shown!r}: {exc}") from None
         on_gpu = loaded.device.startswith("cuda")
-        self.loaded, self.cfg = loaded, cfg
-        self.pooling, self.layer_combine, self.normalize = cfg.pooling, cfg.layer_combine, cfg.normalize
-        self.max_length = cfg.max_length
+        self.cfg = cfg
         self.token_budget = cfg.gpu_token_budget if on_gpu else cfg.token_budget
         self.max_batch_rows = cfg.max_batch_rows * (8 if on_gpu else 1)
         self.autocast = cfg.autocast if on_gpu else "none"
-        self.dim = feature_dim(loaded.hidden_size, len(self.layers), cfg.layer_combine)
+        self.dim = self.settings.dim(loaded.hidden_size)
 
-    def features_spec(self) -> dict:
-        """The feature part of a spec this extractor reproduces (see ``FeatureSpec.features``)."""
-        out = {"model": dict(sorted(self.loaded.fingerprint.items())), "layers": list(self.layers),
-               "layer_combine": self.layer_combine, "pooling": self.pooling, "normalize": self.normalize,
-               "max_length": self.max_length, "dim": self.dim}
-        if self.cfg.long_text == "chunks":
-            out |= {"long_text": "chunks", "chunk_tokens": self.cfg.chunk_tokens,
-                    "chunk_stride": self.cfg.chunk_stride, "max_chunks": self.cfg.max_chunks}
-        return out
+    def feature_part(self) -> dict:
+        """The feature part of a spec this extractor reproduces (see ``FeatureSpec.feature_part``)."""
+        return feature_part(self.loaded.fingerprint, self.settings, self.dim)
 
     # -- tokenization -----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
@@ -93,10 +86,10 @@ class FeatureExtractor:
         full = tok(list(texts), add_special_tokens=True, truncation=False, return_attention_mask=False,
                    return_token_type_ids=False, verbose=False)["input_ids"]
         counts = np.fromiter((len(x) for x in full), dtype=np.int32, count=len(full))
-        long_rows = np.flatnonzero(counts > self.max_length)
+        long_rows = np.flatnonzero(counts > self.settings.max_length)
         if len(long_rows):
             cut = tok([texts[i] for i in long_rows], add_special_tokens=True, truncation=True,
-                      max_length=self.max_length, return_attention_mask=False, return_token_type_ids=False)
+                      max_length=self.settings.max_length, return_attention_mask=False, return_token_type_ids=False)
             for i, ids in zip(long_rows, cut["input_ids"]):
                 full[i] = ids
         return full, counts
@@ -112,7 +105,7 @@ class FeatureExtractor:
         content_ids = tok(list(texts), add_special_tokens=False, truncation=False, return_attention_mask=False,
                           return_token_type_ids=False, verbose=False)["input_ids"]
         prefix, suffix = self._special_tokens()
-        content = self.cfg.chunk_tokens - len(prefix) - len(suffix)
+        content = self.settings.chunk_tokens - len(prefix) - len(suffix)
         first: list[list[int]] = []
         more: list[list[int]] = []
         owner_more: list[int] = []
@@ -120,7 +113,8 @@ class FeatureExtractor:
         weights_more: list[np.ndarray] = []
         cut = np.zeros(len(texts), bool)
         for i, ids in enumerate(content_ids):
-            starts, cut[i] = window_starts(len(ids), content, self.cfg.chunk_stride, self.cfg.max_chunks)
+            starts, cut[i] = window_starts(len(ids), content, self.settings.chunk_stride,
+                                          self.settings.max_chunks)
             w = window_weights(starts, content, len(ids))
             first.append(prefix + ids[:content] + suffix)
             weights_first[i] = w[0]
@@ -148,22 +142,9 @@ class FeatureExtractor:
     # -- features ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _forward(self, batch_ids: list[list[int]]) -> torch.Tensor:
-        """One padded batch -> pooled float32[b, dim] on the model's device."""
-        pad = self.loaded.tokenizer.pad_token_id or 0
-        width = max(len(x) for x in batch_ids)
-        ids = torch.full((len(batch_ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
-        for r, x in enumerate(batch_ids):
-            ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
-            mask[r, : len(x)] = 1
-        device = self.loaded.device
-        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        only_last = self.layers == (self.loaded.num_layers,)
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.autocast)
-        with torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype is not None):
-            out = self.loaded.model(input_ids=ids, attention_mask=mask, output_hidden_states=not only_last)
-        hidden = {self.loaded.num_layers: out.last_hidden_state} if only_last else out.hidden_states
-        return pool_layers(hidden, mask, self.layers, self.pooling, self.layer_combine, self.normalize)  # type: ignore[arg-type]
+        """One batch (one length, so no padding) -> pooled float32[b, dim] on the model's device."""
+        return batch_features(self.loaded.model, batch_ids, self.loaded.tokenizer.pad_token_id or 0, self.settings,
+                          self.autocast)  # type: ignore[arg-type]
 
     def encode_ids(self, ids: list[list[int]], n_first: int) -> np.ndarray:
         """Token id lists -> pooled float32[len(ids), dim], in order, in length-bucketed batches under the budget.
@@ -185,18 +166,19 @@ class FeatureExtractor:
         if n == 0:
             return Features(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int32), np.zeros(0, bool))
         uniq, inverse = unique_texts(texts)
-        if self.cfg.long_text == "chunks":
+        if self.settings.chunks:
             ids, owner, weights, counts, cut = self.windows(uniq)
-            values = pool_windows(self.encode_ids(ids, len(uniq)), owner, weights, len(uniq), self.normalize)
+            values = pool_windows(self.encode_ids(ids, len(uniq)), owner, weights, len(uniq),
+                                  self.settings.normalize)
         else:
             ids, counts = self.tokenize(uniq)
-            cut = counts > self.max_length
+            cut = counts > self.settings.max_length
             values = self.encode_ids(ids, len(ids))
         return Features(values[inverse], counts[inverse], cut[inverse])
 
     def check_spec(self, spec: FeatureSpec) -> None:
         """Refuse a spec this extractor would not reproduce (other model, layers, pooling, ...)."""
-        spec.check_features(self.features_spec(), "this encoder")
+        spec.check_features(self.feature_part(), "this encoder")
 
     def encode(self, texts: Sequence[str], spec: FeatureSpec) -> Codes:
         """Texts -> stored codes under ``spec`` (checked against this extractor), in input order."""

@@ -87,6 +87,15 @@ def dequantize(codes: np.ndarray, dim: int, quantization: Quantization, scales: 
     raise ValueError(f"quantization = {quantization!r}; expected one of {', '.join(map(repr, QUANTIZATIONS))}")
 
 
+def codes_to_column(codes: np.ndarray) -> pa.Array:
+    """uint8[n, w] -> a binary Arrow column of n rows of w bytes, zero-copy from the array's buffer (the inverse of
+    ``codes_from_column``; also what block keys and any fixed-width bytes become)."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    n, width = codes.shape
+    offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * width).tobytes())
+    return pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(codes.tobytes())])
+
+
 def codes_from_column(values: pa.Array | pa.ChunkedArray | list[bytes], n_bytes: int) -> np.ndarray:
     """A binary Arrow column (or a list of bytes) -> uint8[n, n_bytes]; a row of the wrong length is an error.
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .encode import FeatureExtractor
+from .quantize import codes_to_column
 from .schema import EMBEDDING, ID, SPEC_METADATA_KEY
 from .spec import FeatureSpec
 
@@ -79,9 +79,7 @@ def encode_batch(batch: pa.RecordBatch, extractor: FeatureExtractor, spec: Featu
     """One input batch (id, text, passthrough...) -> one embedding-table batch with ``schema``, rows in order."""
     texts = batch.column(text_column).to_pylist()
     codes = extractor.encode(texts, spec)
-    flat = pa.py_buffer(np.ascontiguousarray(codes.codes).tobytes())
-    offsets = pa.py_buffer((np.arange(len(texts) + 1, dtype=np.int32) * spec.n_bytes).tobytes())
-    emb = pa.Array.from_buffers(pa.binary(), len(texts), [None, offsets, flat])
+    emb = codes_to_column(codes.codes)
     arrays = [batch.column(id_column).cast(schema.field(ID).type), emb, pa.array(text_sha256(texts), pa.string()),
               pa.array(codes.n_tokens, pa.int32()), pa.array(codes.truncated, pa.bool_())]
     arrays += [batch.column(c) for c in passthrough]

@@ -91,20 +91,40 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
     return out
 
 
+INLINE = "inline"
+"""Field metadata: the field is a dataclass whose keys are written at the parent's level (``field(metadata=
+{INLINE: True})``), so a type embedded in several configs keeps their YAML flat."""
+
+
+def flat_keys(cls: type) -> tuple[str, ...]:
+    """The YAML keys of ``cls`` at its own level, with inline fields expanded."""
+    hints = typing.get_type_hints(cls)
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        out += flat_keys(hints[f.name]) if f.metadata.get(INLINE) else [f.name]
+    return tuple(out)
+
+
 def build(cls: type[T], data: Mapping[str, Any] | None, source: str, prefix: str = "") -> T:
     """Build the frozen dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise ConfigError(source, prefix or "(top level)", f"must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    hints = typing.get_type_hints(cls)
+    inline = {name: hints[name] for name, f in fields.items() if f.metadata.get(INLINE)}
+    known = set(fields) - set(inline) | {k for tp in inline.values() for k in flat_keys(tp)}
+    unknown = sorted(set(data) - known)
     if unknown:
         key = f"{prefix}{unknown[0]}"
-        raise ConfigError(source, key, f"is not a known key; expected one of {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
+        raise ConfigError(source, key, f"is not a known key; expected one of {', '.join(sorted(known))}")
     kwargs = {}
     for name, f in fields.items():
         key = f"{prefix}{name}"
+        if name in inline:      # an embedded settings type whose keys sit at this level (same YAML as before)
+            kwargs[name] = build(inline[name], {k: v for k, v in data.items() if k in flat_keys(inline[name])},
+                                 source, prefix)
+            continue
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(source, key, "is required")

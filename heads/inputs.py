@@ -16,7 +16,7 @@ from encoder.spec import FeatureSpec
 
 def input_scale(spec: FeatureSpec) -> float:
     """The factor applied to decoded features: 1 for binary (±1) and unnormalised specs, sqrt(dim) otherwise."""
-    if spec.quantization == "binary" or not spec.normalize:
+    if spec.quantization == "binary" or not spec.features.normalize:
         return 1.0
     return float(math.sqrt(spec.dim))
 

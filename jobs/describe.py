@@ -51,13 +51,14 @@ def describe(folder: str | Path) -> str:
 
 def spec_in_words(spec: FeatureSpec) -> str:
     """One paragraph an analyst can read: how a text became its code."""
-    layers = ", ".join(map(str, spec.layers))
-    combine = "averaged" if spec.layer_combine == "mean" else "concatenated"
+    f = spec.features
+    layers = ", ".join(map(str, f.layers))
+    combine = "averaged" if f.layer_combine == "mean" else "concatenated"
     pooling = {"mean": "mean-pooled over the tokens", "cls": "the first ([CLS]) token",
-               "max": "max-pooled over the tokens"}[spec.pooling]
-    length = (f"texts longer than {spec.max_length} tokens are truncated" if spec.long_text == "truncate" else
-              f"long texts are cut into windows of {spec.chunk_tokens} tokens every {spec.chunk_stride} tokens "
-              f"(at most {spec.max_chunks}) whose features are averaged")
+               "max": "max-pooled over the tokens"}[f.pooling]
+    length = (f"long texts are cut into windows of {f.chunk_tokens} tokens every {f.chunk_stride} tokens "
+              f"(at most {f.max_chunks}) whose features are averaged" if f.chunks else
+              f"texts longer than {f.max_length} tokens are truncated")
     quant = {"binary": (f"binary: bit i is 1 when dimension i is above "
                         f"{'a per-dimension threshold calibrated on a sample' if spec.threshold_mode == 'calibrated' else 'zero'}"
                         f", {spec.dim} bits packed big-endian into {spec.n_bytes} bytes; compare codes by Hamming "
@@ -67,7 +68,7 @@ def spec_in_words(spec: FeatureSpec) -> str:
              "fp32": f"fp32: little-endian floats ({spec.n_bytes} bytes)"}[spec.quantization]
     return (f"Each text is encoded by **{spec.model['name']}** (weights sha256 `{spec.model['sha256'][:12]}…`); the "
             f"hidden states of layer(s) {layers} are {combine}, {pooling}"
-            f"{', L2-normalised' if spec.normalize else ''}; {length}. The {spec.dim} features are stored as "
+            f"{', L2-normalised' if f.normalize else ''}; {length}. The {spec.dim} features are stored as "
             f"{quant}. Feature spec fingerprint `{spec.fingerprint}`: heads and tables of another fingerprint are "
             "refused.")
 

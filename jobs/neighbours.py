@@ -9,7 +9,7 @@ Publishes ``output.path`` -> a run folder with
   pair once with ``id_a < id_b``;
 - ``manifest.json`` with the counts.
 
-Search: every corpus partition computes its local top-k for all queries (``encoder.search``; the queries travel as
+Search: every corpus partition computes its local top-k for all queries (``search.kernels``; the queries travel as
 packed bytes in the task closure), and a window over (hamming, id) keeps the global top-k. Near-duplicates: codes are
 cut into radius + 1 bit blocks, so two codes within the radius share an identical block (pigeonhole); rows are
 grouped by (block, value), candidate pairs are verified exactly, and a pair seen through several blocks is kept only
@@ -31,7 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from encoder.schema import EMBEDDING, ID
-from encoder.search import encode_queries, pigeonhole_blocks
+from search.duplicates import pigeonhole_blocks
+from search.queries import encode_queries
 from encoder.table import PublishedTable, open_table
 from encoder.typed_config import ConfigError
 from jobs import publish

@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from heads.costs import CostModel, plan
+from planning.costs import CostModel, plan
 
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "docs" / "costs.json"
 

@@ -10,7 +10,7 @@ Views (each only when its table exists):
 - ``neighbours``, ``duplicates``: the neighbours job's tables (``--neighbours``, default out/neighbours).
 
 ``hamming(a, b)``: bits that differ between two binary codes of equal length (null when either is null). Spark: a
-vectorised pandas UDF over whole Arrow batches (``encoder.search.pair_hamming``). DuckDB: a macro over DuckDB's own
+vectorised pandas UDF over whole Arrow batches (``search.kernels.pair_hamming``). DuckDB: a macro over DuckDB's own
 bit functions, ``bit_count(xor(a::BIT, b::BIT))`` (a BLOB must be cast to BIT for ``xor`` and ``bit_count``).
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def hamming_udf():
     def hamming(a: pd.Series, b: pd.Series) -> pd.Series:
         import numpy as np
 
-        from encoder.search import pair_hamming
+        from search.kernels import pair_hamming
 
         ok = (a.notna() & b.notna()).to_numpy()
         out = pd.Series(pd.array([None] * len(a), dtype="Int32"), index=a.index)

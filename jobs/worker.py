@@ -142,7 +142,7 @@ def local_top_k(batches: Iterator[pa.RecordBatch], queries: np.ndarray, k: int, 
     """mapInArrow body for the neighbours search: this partition's k nearest rows of every query (q, id, hamming);
     the job keeps the global top-k by (hamming, id)."""
     from encoder.quantize import codes_from_column
-    from encoder.search import CodeIndex
+    from search.index import CodeIndex
 
     parts = [b for b in batches if b.num_rows]
     if not parts:
@@ -160,7 +160,7 @@ def block_rows(batches: Iterator[pa.RecordBatch], blocks: list[tuple[int, int]],
     """mapInArrow body for near-duplicates: (id, embedding) -> one row per (row, pigeonhole block) with the block's
     value as bytes, so rows that share a block value meet in one join group."""
     from encoder.quantize import codes_from_column
-    from encoder.search import block_keys
+    from search.duplicates import block_keys
 
     for batch in batches:
         if not batch.num_rows:
@@ -181,7 +181,8 @@ def verify_pairs(batches: Iterator[pa.RecordBatch], radius: int, blocks: list[tu
     """mapInArrow body for near-duplicates: candidate pairs (id_a, id_b, block, code_a, code_b) -> the pairs within
     ``radius`` bits, each kept only under the first block its two codes share (so each pair comes out once)."""
     from encoder.quantize import codes_from_column
-    from encoder.search import first_shared_block, pair_hamming, similarity
+    from search.duplicates import first_shared_block
+    from search.kernels import pair_hamming, similarity
 
     for batch in batches:
         if not batch.num_rows:

@@ -49,7 +49,7 @@ def test_wrong_type(tmp_path):
 def test_overrides_apply_and_are_validated(tmp_path):
     path = write(tmp_path, "input: {path: x}")
     cfg = load_config(EmbedConfig, path, ["encoder.layers=[-1, -2]", "output.keep_runs=3"])
-    assert cfg.encoder.layers == (-1, -2) and cfg.output.keep_runs == 3
+    assert cfg.encoder.features.layers == (-1, -2) and cfg.output.keep_runs == 3
     with pytest.raises(ConfigError, match=r"output\.max_quarantine_fraction = 2.0; expected 0..1"):
         load_config(EmbedConfig, path, ["output.max_quarantine_fraction=2"])
 

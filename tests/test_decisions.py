@@ -20,7 +20,7 @@ DIM = 32
 
 
 def spec(q="binary") -> FeatureSpec:
-    return FeatureSpec(model={"name": "m", "sha256": "0" * 64}, layers=(6,), layer_combine="concat", pooling="mean",
+    return FeatureSpec.of(model={"name": "m", "sha256": "0" * 64}, layers=(6,), layer_combine="concat", pooling="mean",
                        normalize=True, max_length=256, quantization=q, threshold_mode="zero", dim=DIM)
 
 

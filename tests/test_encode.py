@@ -5,6 +5,7 @@ import pytest
 from encoder.build_spec import build_spec
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
+from encoder.features import FeatureSettings
 from encoder.spec import SpecMismatchError
 
 TEXTS = ["the man is playing a guitar .", "hello", "someone is strumming a guitar", "the stock market fell today",
@@ -39,7 +40,7 @@ def test_duplicates_are_encoded_once(tiny_loaded, monkeypatch):
 
 
 def test_truncation_is_flagged_with_full_token_count(tiny_loaded):
-    fx = FeatureExtractor(tiny_loaded, EncoderConfig(max_length=8))
+    fx = FeatureExtractor(tiny_loaded, EncoderConfig(features=FeatureSettings(max_length=8)))
     f = fx.features(["hello world", " ".join(["guitar"] * 20)])
     assert f.n_tokens.tolist() == [4, 22]
     assert f.truncated.tolist() == [False, True]
@@ -48,7 +49,7 @@ def test_truncation_is_flagged_with_full_token_count(tiny_loaded):
 
 @pytest.mark.parametrize("layers,combine,dim", [("last", "concat", 32), ("all", "concat", 64), ("all", "mean", 32)])
 def test_dimension_follows_the_choice(tiny_loaded, layers, combine, dim):
-    cfg = EncoderConfig(layers=layers, layer_combine=combine)
+    cfg = EncoderConfig(features=FeatureSettings(layers=layers, layer_combine=combine))
     fx = FeatureExtractor(tiny_loaded, cfg)
     spec = build_spec(cfg, fx)
     assert fx.dim == spec.dim == dim and spec.n_bytes == dim // 8
@@ -56,7 +57,7 @@ def test_dimension_follows_the_choice(tiny_loaded, layers, combine, dim):
 
 
 def test_calibrated_spec_needs_a_sample_and_balances_bits(tiny_loaded):
-    cfg = EncoderConfig(normalize=False, thresholds="calibrated")
+    cfg = EncoderConfig(thresholds="calibrated", features=FeatureSettings(normalize=False))
     fx = FeatureExtractor(tiny_loaded, cfg)
     with pytest.raises(ValueError, match="calibration sample"):
         build_spec(cfg, fx)
@@ -68,7 +69,7 @@ def test_calibrated_spec_needs_a_sample_and_balances_bits(tiny_loaded):
 
 
 def test_spec_of_another_extractor_is_refused(tiny_loaded):
-    cls_cfg = EncoderConfig(pooling="cls")
+    cls_cfg = EncoderConfig(features=FeatureSettings(pooling="cls"))
     spec = build_spec(cls_cfg, FeatureExtractor(tiny_loaded, cls_cfg))
     with pytest.raises(SpecMismatchError, match="pooling"):
-        FeatureExtractor(tiny_loaded, EncoderConfig(pooling="mean")).check_spec(spec)
+        FeatureExtractor(tiny_loaded, EncoderConfig(features=FeatureSettings(pooling="mean"))).check_spec(spec)

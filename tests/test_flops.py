@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from encoder.flops import Architecture, encoder_flops, head_flops
+from planning.flops import Architecture, encoder_flops, head_flops
 
 
 def test_hand_count_for_a_tiny_config():

@@ -20,7 +20,7 @@ DIM = 64
 
 def spec(quantization="binary", **kw) -> FeatureSpec:
     scales = np.full(DIM, 0.01, np.float32) if quantization == "int8" else None
-    return FeatureSpec(model={"name": "m", "sha256": "0" * 64}, layers=(6,), layer_combine="concat", pooling="mean",
+    return FeatureSpec.of(model={"name": "m", "sha256": "0" * 64}, layers=(6,), layer_combine="concat", pooling="mean",
                        normalize=True, max_length=256, quantization=quantization, threshold_mode="zero", dim=DIM,
                        scales=scales, **kw)
 

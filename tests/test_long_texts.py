@@ -9,6 +9,7 @@ import pytest
 from encoder.build_spec import build_spec
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
+from encoder.features import FeatureSettings
 from encoder.spec import FeatureSpec
 from encoder.typed_config import ConfigError, build
 from encoder.windows import pool_windows, window_starts, window_weights
@@ -53,11 +54,12 @@ def test_pooling_weights_windows_and_keeps_single_windows_bit_for_bit():
 
 
 def test_a_text_within_one_window_gets_exactly_the_truncate_features(tiny_loaded):
-    base = dict(max_length=16, chunk_tokens=16, chunk_stride=8, token_budget=64)
+    base = dict(max_length=16, chunk_tokens=16, chunk_stride=8)
     long_text = " ".join(WORDS * 4)                          # 70 tokens: several windows
     texts = SHORT + [long_text]
-    trunc = FeatureExtractor(tiny_loaded, EncoderConfig(**base)).features(texts)
-    chunk = FeatureExtractor(tiny_loaded, EncoderConfig(long_text="chunks", **base)).features(texts)
+    trunc = FeatureExtractor(tiny_loaded, EncoderConfig(token_budget=64, features=FeatureSettings(**base))).features(texts)
+    chunk = FeatureExtractor(tiny_loaded, EncoderConfig(token_budget=64, features=FeatureSettings(
+        long_text="chunks", **base))).features(texts)
     short = slice(0, len(SHORT))
     assert chunk.values[short].tobytes() == trunc.values[short].tobytes()      # bit-identical
     assert chunk.n_tokens.tolist() == trunc.n_tokens.tolist()
@@ -67,20 +69,20 @@ def test_a_text_within_one_window_gets_exactly_the_truncate_features(tiny_loaded
 
 def test_long_text_feature_is_the_pooled_windows_whatever_the_padding(tiny_loaded):
     """Windows of a long text batched with short texts (padding) pool to the same feature as encoded alone."""
-    cfg = EncoderConfig(long_text="chunks", max_length=16, chunk_tokens=16, chunk_stride=10, token_budget=48)
+    cfg = EncoderConfig(token_budget=48, features=FeatureSettings(long_text="chunks", max_length=16, chunk_tokens=16, chunk_stride=10))
     fx = FeatureExtractor(tiny_loaded, cfg)
     long_text = " ".join(WORDS * 3)
     alone = fx.features([long_text]).values[0]
     mixed = fx.features(SHORT + [long_text]).values[-1]
     np.testing.assert_allclose(mixed, alone, atol=1e-5)
     ids, owner, weights, counts, cut = fx.windows([long_text])
-    single = FeatureExtractor(tiny_loaded, EncoderConfig(max_length=16, token_budget=48))
+    single = FeatureExtractor(tiny_loaded, EncoderConfig(token_budget=48, features=FeatureSettings(max_length=16)))
     windows = np.stack([single._forward([w]).numpy()[0] for w in ids])
     np.testing.assert_allclose(alone, pool_windows(windows, owner, weights, 1, True)[0], atol=1e-5)
 
 
 def test_a_one_megabyte_text_encodes_with_bounded_cost(tiny_loaded, monkeypatch):
-    cfg = EncoderConfig(long_text="chunks", chunk_tokens=64, chunk_stride=48, max_chunks=8)
+    cfg = EncoderConfig(features=FeatureSettings(long_text="chunks", chunk_tokens=64, chunk_stride=48, max_chunks=8))
     fx = FeatureExtractor(tiny_loaded, cfg)
     text = (" ".join(WORDS) + " ") * (1_000_000 // 90)
     assert len(text.encode()) >= 1_000_000
@@ -98,7 +100,7 @@ def test_a_one_megabyte_text_encodes_with_bounded_cost(tiny_loaded, monkeypatch)
 
 def test_the_strategy_is_part_of_the_spec_and_old_specs_stay_valid(tiny_loaded, tmp_path):
     trunc_cfg = EncoderConfig()
-    chunk_cfg = EncoderConfig(long_text="chunks")
+    chunk_cfg = EncoderConfig(features=FeatureSettings(long_text="chunks"))
     trunc = build_spec(trunc_cfg, FeatureExtractor(tiny_loaded, trunc_cfg))
     chunk = build_spec(chunk_cfg, FeatureExtractor(tiny_loaded, chunk_cfg))
     assert trunc.to_json_dict()["format_version"] == 1 and "long_text" not in trunc.to_json_dict()
@@ -125,4 +127,4 @@ def test_a_chunks_encoder_refuses_a_truncate_spec(tiny_loaded):
     trunc_cfg = EncoderConfig()
     trunc = build_spec(trunc_cfg, FeatureExtractor(tiny_loaded, trunc_cfg))
     with pytest.raises(Exception, match="long_text"):
-        FeatureExtractor(tiny_loaded, EncoderConfig(long_text="chunks")).check_spec(trunc)
+        FeatureExtractor(tiny_loaded, EncoderConfig(features=FeatureSettings(long_text="chunks"))).check_spec(trunc)

@@ -120,7 +120,7 @@ def test_straight_through_forward_is_exactly_the_stored_codes_decoded(calibrated
     thr = np.median(z, axis=0).astype(np.float32) if calibrated else None
     if calibrated:
         z[1, :] = thr                                         # every value on its threshold
-    spec = FeatureSpec(model={"name": "t", "sha256": "0"}, layers=(1,), layer_combine="mean", pooling="mean",
+    spec = FeatureSpec.of(model={"name": "t", "sha256": "0"}, layers=(1,), layer_combine="mean", pooling="mean",
                        normalize=True, max_length=16, dim=24, quantization="binary",
                        threshold_mode="calibrated" if calibrated else "zero", thresholds=thr)
     stored = spec.decode(spec.encode_features(z))

@@ -13,11 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from encoder.quantize import codes_from_column
-from encoder.search import CodeIndex, brute_force_pairs
 from encoder.spec import SpecMismatchError
 from encoder.typed_config import ConfigError
 from jobs import describe, neighbours, sql
 from jobs.common import load_config
+from search.index import CodeIndex
+
+from .oracles import brute_force_pairs
 from jobs.errors import InputError
 
 from .conftest import ROOT, SAMPLE

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from encoder.flops import Architecture, encoder_flops
-from heads.costs import CostModel, plan
+from planning.flops import Architecture, encoder_flops
+from planning.costs import CostModel, plan
 from jobs import plan as plan_cli
 
 

@@ -90,7 +90,7 @@ def test_a_missing_passthrough_column_is_reported_before_spark(tmp_path, capsys,
 
 
 def test_code_index_over_a_published_table_finds_a_row_by_its_text(two_tables):
-    from encoder.search import CodeIndex
+    from search.index import CodeIndex
 
     index = CodeIndex.from_table(two_tables / "a")
     t = pq.read_table(SAMPLE).slice(0, 80).to_pydict()

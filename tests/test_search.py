@@ -9,8 +9,13 @@ import pytest
 from encoder.build_spec import build_spec
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
-from encoder.search import (CodeIndex, brute_force_pairs, candidate_pairs, hamming, near_duplicates, pair_hamming,
-                            pigeonhole_blocks, rescore, top_k)
+from encoder.features import FeatureSettings
+from search.duplicates import candidate_pairs, near_duplicates, pigeonhole_blocks
+from search.index import CodeIndex
+from search.kernels import hamming, pair_hamming, rescore, top_k
+from search.queries import QueryEncoder
+
+from .oracles import brute_force_pairs
 from encoder.spec import SpecMismatchError
 
 
@@ -72,7 +77,7 @@ def test_index_results_do_not_depend_on_corpus_order_and_ties_go_by_id():
 def _binary_spec(dim: int):
     from encoder.spec import FeatureSpec
 
-    return FeatureSpec(model={"name": "m", "sha256": "0" * 64}, layers=(5,), layer_combine="mean", pooling="mean",
+    return FeatureSpec.of(model={"name": "m", "sha256": "0" * 64}, layers=(5,), layer_combine="mean", pooling="mean",
                        normalize=True, max_length=16, dim=dim, quantization="binary", threshold_mode="zero")
 
 
@@ -117,11 +122,11 @@ def test_rescore_orders_candidates_by_cosine():
 def test_code_index_finds_the_text_itself_and_refuses_another_model(tiny_model_dir, tiny_loaded):
     texts = ["the man is playing a guitar .", "the stock market fell today", "a very good movie , not bad",
              "hello world", "someone is strumming a guitar"]
-    cfg = EncoderConfig(model=str(tiny_model_dir), layers="last")
+    cfg = EncoderConfig(model=str(tiny_model_dir), features=FeatureSettings(layers="last"))
     fx = FeatureExtractor(tiny_loaded, cfg)
     spec = build_spec(cfg, fx)
     codes = spec.encode_features(fx.features(texts).values)
-    index = CodeIndex(pa.array([f"t{i}" for i in range(5)]), codes, spec, model=str(tiny_model_dir))
+    index = CodeIndex(pa.array([f"t{i}" for i in range(5)]), codes, spec, QueryEncoder(spec, str(tiny_model_dir)))
     out = index.search(["hello world", "the stock market fell today"], k=5).to_pydict()
     assert out["query"] == [0] * 5 + [1] * 5 and out["rank"] == [1, 2, 3, 4, 5] * 2
     for q, own in ((0, "t3"), (1, "t1")):
@@ -130,14 +135,12 @@ def test_code_index_finds_the_text_itself_and_refuses_another_model(tiny_model_d
     sims = dict(zip(zip(out["query"], out["id"]), out["similarity"]))
     assert sims[(0, "t3")] == 1.0
     # The query encoder is built from the table's spec; a model other than the one that made the table is refused.
-    other = CodeIndex(pa.array([f"t{i}" for i in range(5)]), codes,
-                      spec.replace(model={"name": "other", "sha256": "1" * 64}), model=str(tiny_model_dir))
     with pytest.raises(SpecMismatchError, match="model"):
-        other.search(["hello"])
+        QueryEncoder(spec.replace(model={"name": "other", "sha256": "1" * 64}), str(tiny_model_dir))
 
 
 def test_first_shared_block_is_the_lowest_block_with_equal_keys():
-    from encoder.search import block_keys, first_shared_block
+    from search.duplicates import block_keys, first_shared_block
 
     rng = np.random.default_rng(5)
     a = rng.integers(0, 256, (400, 6), dtype=np.uint8)

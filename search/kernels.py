@@ -11,20 +11,12 @@ exact and deterministic whatever the block size or the order the rows arrived in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from .quantize import codes_from_column
-from .schema import EMBEDDING, ID
-from .spec import FeatureSpec
+from encoder.schema import ID
 
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _POPCOUNT16 = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.uint8)
@@ -147,165 +139,6 @@ def rescore(query_vectors: np.ndarray, candidates: np.ndarray, vectors: np.ndarr
     cos = np.einsum("qd,qcd->qc", qv, cv) / np.maximum(np.linalg.norm(cv, axis=2), 1e-12)
     order = np.lexsort((candidates, -cos), axis=1)[:, :k]
     return np.take_along_axis(candidates, order, 1), np.take_along_axis(cos, order, 1).astype(np.float32)
-
-
-# -- near-duplicates ----------------------------------------------------------------------------------------------
-MIN_BLOCK_BITS = 8
-
-
-def pigeonhole_blocks(n_bits: int, radius: int) -> list[tuple[int, int]]:
-    """Bit ranges [start, stop) cutting a code into radius + 1 blocks: two codes within ``radius`` bits differ in at
-    most ``radius`` blocks, so at least one block is identical (pigeonhole) and grouping by block value finds them.
-    Bit-granular, so blocks stay ~n_bits / (radius + 1) bits wide (byte blocks would shrink to 1 byte at radius 24
-    and put a 256th of the corpus in every group)."""
-    top = n_bits // MIN_BLOCK_BITS - 1
-    if not 0 <= radius <= top:
-        raise ValueError(f"radius = {radius}; expected 0..{top} for {n_bits}-bit codes (radius + 1 blocks of at least "
-                         f"{MIN_BLOCK_BITS} bits; with narrower blocks nearly every pair becomes a candidate: use a "
-                         "search instead)")
-    edges = np.linspace(0, n_bits, radius + 2).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def block_keys(codes: np.ndarray, blocks: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Per block, each code's block value as fixed-width bytes (a void array: hashable, comparable, sortable)."""
-    bits = np.unpackbits(np.ascontiguousarray(codes, dtype=np.uint8), axis=1)
-    out = []
-    for s, e in blocks:
-        packed = np.packbits(bits[:, s:e], axis=1)
-        out.append(np.ascontiguousarray(packed).view(f"V{packed.shape[1]}").ravel())
-    return out
-
-
-def candidate_pairs(codes: np.ndarray, radius: int) -> np.ndarray:
-    """Row pairs (a < b) sharing at least one pigeonhole block: int64[m, 2], each pair once, sorted.
-
-    Per block, rows are sorted by block value; rows d apart in that order with the same value are a pair, for
-    d = 1, 2, ... until no group is that large: vectorised over all groups at once."""
-    n = len(codes)
-    found = []
-    for keys in block_keys(codes, pigeonhole_blocks(8 * codes.shape[1], radius)):
-        _, group = np.unique(keys, return_inverse=True)
-        order = np.argsort(group, kind="stable")
-        g = group[order]
-        d = 1
-        while d < n:
-            same = g[d:] == g[:-d]
-            if not same.any():
-                break
-            a, b = order[:-d][same], order[d:][same]
-            found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
-            d += 1
-    if not found:
-        return np.zeros((0, 2), np.int64)
-    flat = np.unique(np.concatenate(found))
-    return np.stack([flat // n, flat % n], axis=1)
-
-
-def near_duplicates(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every row pair within ``radius`` bits, found through pigeonhole blocks and verified exactly:
-    (pairs int64[m, 2] with a < b, sorted; distances int32[m])."""
-    pairs = candidate_pairs(codes, radius)
-    d = pair_hamming(codes[pairs[:, 0]], codes[pairs[:, 1]]) if len(pairs) else np.zeros(0, np.int32)
-    keep = d <= radius
-    return pairs[keep], d[keep]
-
-
-def brute_force_pairs(codes: np.ndarray, radius: int, block_rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """The same pairs by comparing all of them (the reference the tests and the benchmark check against)."""
-    out, dist = [], []
-    for s in range(0, len(codes), block_rows):
-        d = hamming(codes[s:s + block_rows], codes)
-        a, b = np.nonzero(d <= radius)
-        a = a + s
-        keep = a < b
-        out.append(np.stack([a[keep], b[keep]], axis=1))
-        dist.append(d[a[keep] - s, b[keep]])
-    pairs = np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), np.int64)
-    dd = np.concatenate(dist).astype(np.int32) if dist else np.zeros(0, np.int32)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    return pairs[order], dd[order]
-
-
-# -- notebooks ------------------------------------------------------------------------------------------------------
-@dataclass
-class CodeIndex:
-    """An in-memory index over a table's codes, for notebooks:
-
-        index = CodeIndex.from_table("out/embed")
-        index.search(["a query text"], k=10)      # a pyarrow Table: query, rank, id, hamming, similarity
-
-    Rows are held in id order (ties go by id).
-    """
-
-    ids: pa.Array
-    codes: np.ndarray                 # uint8[n, n_bytes]
-    spec: FeatureSpec
-    model: str = "package"            # the encoder that encodes query texts (checked against the spec)
-
-    def __post_init__(self) -> None:
-        if self.spec.quantization != "binary":
-            raise ValueError(f"Hamming search needs binary codes; this table is {self.spec.quantization}")
-        order = pc.sort_indices(self.ids).to_numpy()
-        if not np.array_equal(order, np.arange(len(order))):
-            self.ids = self.ids.take(pa.array(order))
-            self.codes = np.ascontiguousarray(self.codes[order])
-
-    @classmethod
-    def from_table(cls, folder: str | Path, model: str = "package") -> "CodeIndex":
-        """Every row of a published embedding table (its spec checked on every file)."""
-        from .table import open_table
-
-        table = open_table(folder)
-        t = pq.read_table([str(f) for f in table.files], columns=[ID, EMBEDDING])
-        return cls(t.column(ID).combine_chunks(), codes_from_column(t.column(EMBEDDING), table.spec.n_bytes),
-                   table.spec, model)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Query texts -> codes under this table's spec; an encoder that would not reproduce the spec is refused."""
-        return encode_queries(self.spec, self.model, texts)
-
-    def search(self, queries: Sequence[str] | np.ndarray, k: int = 10) -> pa.Table:
-        """Texts (or codes uint8[q, n_bytes]) -> their k nearest rows: query, rank, id, hamming, similarity."""
-        codes = queries if isinstance(queries, np.ndarray) else self.encode(queries)
-        rows, dist = top_k(codes, self.codes, k)
-        return neighbours_table(np.arange(len(codes)), rows, dist, self.ids, self.spec.dim)
-
-
-def encode_queries(spec: FeatureSpec, model: str, texts: Sequence[str]) -> np.ndarray:
-    """Query texts -> codes the way ``spec``'s table was encoded; a ``model`` that would not reproduce the spec is
-    refused (``SpecMismatchError``). The extractor is kept for the next call with the same spec."""
-    key = (spec.fingerprint, model)
-    if key not in _QUERY_ENCODERS:
-        from .encode import FeatureExtractor
-        from .model import load_encoder
-        from .spec import SpecMismatchError
-
-        loaded = load_encoder(model)
-        if dict(loaded.fingerprint) != dict(spec.model):   # before its layers are even tried against the spec
-            raise SpecMismatchError(f"query encoder {model!r} is model {loaded.fingerprint['name']} "
-                                    f"({loaded.fingerprint['sha256'][:12]}…), but the table was encoded with model "
-                                    f"{spec.model['name']} ({spec.model['sha256'][:12]}…); search with that model")
-        extractor = FeatureExtractor(loaded, spec.encoder_config(model))
-        extractor.check_spec(spec)
-        _QUERY_ENCODERS.clear()
-        _QUERY_ENCODERS[key] = extractor
-    return spec.encode_features(_QUERY_ENCODERS[key].features(list(texts)).values)
-
-
-_QUERY_ENCODERS: dict[tuple[str, str], object] = {}
-
-
-def first_shared_block(a: np.ndarray, b: np.ndarray, blocks: list[tuple[int, int]]) -> np.ndarray:
-    """Row-aligned: the index of the first pigeonhole block in which a[i] and b[i] are identical (len(blocks) when
-    none). A pair found through several blocks is kept only under this one, so each pair is reported once without a
-    shuffle to deduplicate."""
-    differ = np.unpackbits(np.bitwise_xor(a, b), axis=1).astype(bool)
-    out = np.full(len(a), len(blocks), np.int32)
-    for j in reversed(range(len(blocks))):
-        s, e = blocks[j]
-        out[~differ[:, s:e].any(axis=1)] = j
-    return out
 
 
 def neighbours_table(query: np.ndarray, rows: np.ndarray, dist: np.ndarray, ids: pa.Array, bits: int) -> pa.Table:

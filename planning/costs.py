@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoder.flops import Architecture, encoder_flops, head_flops
+from planning.flops import Architecture, encoder_flops, head_flops
 from encoder.quantize import QUANTIZATIONS, code_bytes
 
 PATHS = ("shared", "student", "teacher")

@@ -1,0 +1,1 @@
+"""Multi-task fine-tuning of the shared encoder: recipe config, task data, sampling, losses, the loop, distillation and the distributed run. Plain torch: no pyspark; may import encoder/ and heads/."""
