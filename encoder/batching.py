@@ -1,4 +1,9 @@
-"""Length-bucketed batching under a token budget, duplicate folding and order restoration (pure functions)."""
+"""Batching, the one module: length-bucketed batches under a token budget (inference), padded micro-batches under a
+token budget (tuning), duplicate folding and order restoration (pure functions).
+
+Two planners on purpose: inference batches never mix lengths (nothing is padded, so a text's bits never depend on its
+batch mates); a tuning step mixes texts of many lengths and wants few forward passes, so it pads within a budget.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -50,4 +55,21 @@ def restore_order(parts: Sequence[np.ndarray], batches: Sequence[np.ndarray], n:
     out = np.empty((n,) + parts[0].shape[1:], dtype=parts[0].dtype)
     for part, idx in zip(parts, batches):
         out[idx] = part
+    return out
+
+
+def padded_batches(lengths: Sequence[int] | np.ndarray, budget: int) -> list[np.ndarray]:
+    """Split rows (sorted by length) into micro-batches of at most ``budget`` padded tokens (rows x longest row); a
+    row over the budget gets a batch of its own. Every index appears in exactly one batch."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    out, cur, width = [], [], 0
+    for i in order:
+        w = max(width, int(lengths[i]))
+        if cur and w * (len(cur) + 1) > budget:
+            out.append(np.asarray(cur))
+            cur, w = [], int(lengths[i])
+        cur.append(int(i))
+        width = w
+    if cur:
+        out.append(np.asarray(cur))
     return out

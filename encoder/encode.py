@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,21 @@ class Codes:
     codes: np.ndarray       # uint8[n, n_bytes]
     n_tokens: np.ndarray    # int32[n]
     truncated: np.ndarray   # bool[n]
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
+    """The one tokenisation: texts -> (input ids with special tokens, truncated to ``max_length``; full token counts
+    int32[n] before truncation). Only the texts over the limit are tokenised a second time, with truncation."""
+    full = tokenizer(list(texts), add_special_tokens=True, truncation=False, return_attention_mask=False,
+                     return_token_type_ids=False, verbose=False)["input_ids"]
+    counts = np.fromiter((len(x) for x in full), dtype=np.int32, count=len(full))
+    long_rows = np.flatnonzero(counts > max_length)
+    if len(long_rows):
+        cut = tokenizer([texts[i] for i in long_rows], add_special_tokens=True, truncation=True,
+                        max_length=max_length, return_attention_mask=False, return_token_type_ids=False)
+        for i, ids in zip(long_rows, cut["input_ids"]):
+            full[i] = ids
+    return full, counts
 
 
 class FeatureExtractor:
@@ -82,17 +97,7 @@ class FeatureExtractor:
     # -- tokenization -----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """-> (input ids truncated to max_length, full token counts int32[n] before truncation)."""
-        tok = self.loaded.tokenizer
-        full = tok(list(texts), add_special_tokens=True, truncation=False, return_attention_mask=False,
-                   return_token_type_ids=False, verbose=False)["input_ids"]
-        counts = np.fromiter((len(x) for x in full), dtype=np.int32, count=len(full))
-        long_rows = np.flatnonzero(counts > self.settings.max_length)
-        if len(long_rows):
-            cut = tok([texts[i] for i in long_rows], add_special_tokens=True, truncation=True,
-                      max_length=self.settings.max_length, return_attention_mask=False, return_token_type_ids=False)
-            for i, ids in zip(long_rows, cut["input_ids"]):
-                full[i] = ids
-        return full, counts
+        return tokenize(self.loaded.tokenizer, texts, self.settings.max_length)
 
     def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Long-text windows -> (window ids, owner int64[w], weights float64[w], token counts int32[n], cut bool[n]).

@@ -7,7 +7,7 @@ from typing import Literal
 
 from .features import FeatureSettings
 from .quantize import Quantization, ThresholdMode
-from .typed_config import INLINE, ConfigError
+from .typed_config import INLINE, ConfigError, require_at_least
 
 Device = Literal["auto", "cpu", "cuda"]
 Autocast = Literal["none", "fp16", "bf16"]
@@ -35,8 +35,6 @@ class EncoderConfig:
     autocast: Autocast = "fp16"              # GPU only; CPU always runs fp32
 
     def validate(self, source: str, prefix: str) -> None:
-        for key in ("calibration_rows", "token_budget", "gpu_token_budget", "max_batch_rows"):
-            if getattr(self, key) < 1:
-                raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected >= 1")
+        require_at_least(self, ("calibration_rows", "token_budget", "gpu_token_budget", "max_batch_rows"), 1, source, prefix)
         if self.thresholds_from is not None and self.thresholds != "calibrated" and self.quantization == "binary":
             raise ConfigError(source, f"{prefix}thresholds_from", "is only used with thresholds: calibrated")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .pooling import LAYER_PRESETS, LayerCombine, Pooling, feature_dim, resolve_layers
-from .typed_config import ConfigError
+from .typed_config import ConfigError, require_at_least
 
 LongText = Literal["truncate", "chunks"]
 LONG_TEXTS: tuple[str, ...] = typing.get_args(LongText)
@@ -54,8 +54,7 @@ class FeatureSettings:
         if not 1 <= self.chunk_stride <= self.chunk_tokens - 2:
             raise ConfigError(source, f"{prefix}chunk_stride", f"= {self.chunk_stride}; expected 1..chunk_tokens - 2 "
                               f"({self.chunk_tokens - 2}): windows must overlap or touch")
-        if self.max_chunks < 1:
-            raise ConfigError(source, f"{prefix}max_chunks", f"= {self.max_chunks}; expected >= 1")
+        require_at_least(self, ("max_chunks",), 1, source, prefix)
 
     @property
     def chunks(self) -> bool:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .hashing import file_sha256
+
 logger = logging.getLogger(__name__)
 
 PACKAGE_MODEL = "package"
@@ -47,9 +49,7 @@ def model_fingerprint(path: Path) -> dict[str, str]:
         if not f.is_file():
             continue
         digest.update(name.encode() + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        file_sha256(f, digest)
     return {"name": _model_name(path), "sha256": digest.hexdigest()}
 
 

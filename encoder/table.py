@@ -4,7 +4,6 @@ Pure functions over batches, plus ``open_table``, which reads only metadata (foo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .encode import FeatureExtractor
+from .hashing import text_sha256
 from .quantize import codes_to_column
 from .schema import EMBEDDING, ID, SPEC_METADATA_KEY
 from .spec import FeatureSpec
@@ -67,11 +67,6 @@ def open_table(folder: str | Path) -> PublishedTable:
             raise TableError(f"{f} was written with feature spec {str(found)[:16]}…, but the table's spec is "
                              f"{spec.fingerprint[:16]}…; a file of another table was copied in")
     return PublishedTable(root, spec, manifest, files)
-
-
-def text_sha256(texts: Sequence[str]) -> list[str]:
-    """Hex sha256 of each text's UTF-8 bytes: a stable content key to join back to the source or spot repeats."""
-    return [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
 
 
 def encode_batch(batch: pa.RecordBatch, extractor: FeatureExtractor, spec: FeatureSpec, id_column: str,

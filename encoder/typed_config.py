@@ -32,6 +32,14 @@ def choice_error(source: str, key: str, value: Any, allowed: tuple) -> ConfigErr
     return ConfigError(source, key, f"= {value!r}; expected one of {', '.join(repr(a) for a in allowed)}")
 
 
+def require_at_least(obj: Any, keys: tuple[str, ...] | list[str], low: float, source: str, prefix: str) -> None:
+    """The one lower-bound check of a config: every named field >= ``low``, else a ConfigError naming the key."""
+    for key in keys:
+        value = getattr(obj, key)
+        if value < low:
+            raise ConfigError(source, f"{prefix}{key}", f"= {value}; expected >= {low}")
+
+
 class _Loader(yaml.SafeLoader):
     """The safe loader with YAML 1.2 booleans: only true/false are booleans, so label names such as NOT, OFF, yes
     and no stay strings (YAML 1.1 would read them as booleans)."""
@@ -134,6 +142,25 @@ def build(cls: type[T], data: Mapping[str, Any] | None, source: str, prefix: str
     check = getattr(obj, "validate", None)
     if check is not None:
         check(source, prefix)
+    return obj
+
+
+def to_data(obj: Any) -> Any:
+    """The inverse of ``build``: a config dataclass -> plain data (inline fields flattened, tuples as lists), which
+    ``build`` reads back to an equal config."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = to_data(getattr(obj, f.name))
+            if f.metadata.get(INLINE):
+                out.update(value)
+            else:
+                out[f.name] = value
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_data(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_data(v) for k, v in obj.items()}
     return obj
 
 

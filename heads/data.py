@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from encoder.hashing import id_bucket
 from encoder.quantize import codes_from_column
 from encoder.schema import EMBEDDING, ID
 from encoder.spec import FeatureSpec
@@ -80,23 +81,15 @@ def clean_labels(values: Sequence | pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.where(np.isnan(arr), MISSING, arr).astype(np.int64)
 
 
-def hash_percent(ids: Sequence) -> np.ndarray:
-    """A deterministic 0..99 per id (pandas' stable hash of the id as text): the same id always lands alike."""
-    import pandas as pd
-
-    h = pd.util.hash_array(np.asarray([str(i) for i in ids], dtype=object), categorize=False)
-    return (h % np.uint64(100)).astype(np.int64)
-
-
 def assign_splits(ids: Sequence, split: Sequence | None, rule: SplitRule) -> tuple[np.ndarray, np.ndarray]:
     """-> (is_val bool[n], is_test bool[n]) under ``rule`` (see ``SplitRule``)."""
     n = len(ids)
     if split is None:
-        return hash_percent(ids) < rule.val_percent, np.zeros(n, dtype=bool)
+        return id_bucket(ids) < rule.val_percent, np.zeros(n, dtype=bool)
     s = np.asarray(split, dtype=object)
     is_test = s == TEST
     if rule.hash_validation:
-        return (s != TEST) & (hash_percent(ids) < rule.val_percent), is_test
+        return (s != TEST) & (id_bucket(ids) < rule.val_percent), is_test
     return s == VALIDATION, is_test
 
 

@@ -50,6 +50,13 @@ def chosen_probability(on: np.ndarray, p: np.ndarray) -> np.ndarray:
     return torch.where(torch.from_numpy(np.asarray(on)), pt, 1.0 - pt).numpy()
 
 
+def binary_rule(z: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Binary heads, column-wise: logits float[n, m], thresholds float32[m] -> (on bool[n, m], probability of the
+    label chosen float32[n, m], positive probability float32[n, m]). Many binary heads are decided in one call."""
+    on, p = threshold_rule(z, thresholds)
+    return on, chosen_probability(on, p), p
+
+
 def argmax_rule(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Softmax outputs: logits float[n, k] -> (class int64[n], its probability float32[n]); ties go to the first."""
     p = softmax(z)
@@ -101,7 +108,7 @@ def decide(kind: str, logits: np.ndarray, thresholds: np.ndarray) -> Decisions:
     """The one rule: logits float32[n, outputs] -> Decisions (see ``Decisions`` for shapes)."""
     if kind == "multiclass":
         return Decisions(*argmax_rule(logits))
-    on, p = threshold_rule(logits, thresholds)
     if kind == "binary":
-        return Decisions(on[:, 0].astype(np.int64), chosen_probability(on[:, 0], p[:, 0]))
-    return Decisions(on, p)
+        on, chosen, _ = binary_rule(logits[:, :1], thresholds[:1])
+        return Decisions(on[:, 0].astype(np.int64), chosen[:, 0])
+    return Decisions(*threshold_rule(logits, thresholds))

@@ -27,7 +27,7 @@ import torch
 from encoder.quantize import codes_from_column
 from encoder.schema import EMBEDDING, ID
 
-from .fitted import FittedHead, chosen_probability, threshold_rule
+from .fitted import FittedHead, binary_rule
 from .score import FusedScorer
 
 PREDICTIONS_FORMAT_VERSION = 2   # 2: multilabel scores as a struct, binary positive score, passthrough columns
@@ -149,8 +149,7 @@ def predict_batch(batch: pa.RecordBatch, scorer: FusedScorer, schema: pa.Schema)
     if layout.binary:  # every binary head in one call of the rule, one take, one transpose
         z = logits if layout.binary_are_all else logits[:, layout.binary_cols]
         z_t = torch.from_numpy(z).T.contiguous().numpy()                 # (heads, rows): each head's row contiguous
-        on_t, p_t = threshold_rule(z_t.T, layout.binary_thresholds)     # the rule on the (rows, heads) view
-        chosen_t = chosen_probability(on_t, p_t)
+        on_t, chosen_t, p_t = binary_rule(z_t.T, layout.binary_thresholds)   # the one rule, on the (rows, heads) view
         for r, (i, col) in enumerate(zip(layout.binary, layout.binary_labels(on_t.T))):
             names[i], scores[i], positive[i] = col, chosen_t.T[r], p_t.T[r]
     for i in layout.multiclass:

@@ -5,9 +5,11 @@ import dataclasses
 import difflib
 import fnmatch
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Literal, Mapping, Sequence, get_args
 
-from encoder.typed_config import ConfigError
+import numpy as np
+
+from encoder.typed_config import ConfigError, require_at_least
 
 MISSING = -1  # label value meaning "no label for this task on this row"
 
@@ -58,8 +60,7 @@ class TaskConfig:
             raise ConfigError(source, f"{prefix}labels", f"has {len(self.labels)} names; binary needs 2")
         if len(set(self.labels)) != len(self.labels):
             raise ConfigError(source, f"{prefix}labels", f"= {list(self.labels)} names a label twice")
-        if self.hidden < 1:
-            raise ConfigError(source, f"{prefix}hidden", f"= {self.hidden}; expected >= 1")
+        require_at_least(self, ("hidden",), 1, source, prefix)
 
     def n_outputs(self, n_classes: int) -> int:
         """Logits the head produces: one per class (multiclass), one (binary), one per label (multilabel)."""
@@ -68,6 +69,50 @@ class TaskConfig:
         if self.kind == "binary":
             return 1
         return len(self.columns)
+
+
+def check_label_values(task: TaskConfig, column: str, y: np.ndarray, ids: Sequence) -> None:
+    """The one label check: every value of ``column`` is one of ``task``'s classes (multiclass: 0..k-1, below the
+    number of label names when they are given; binary and multilabel: 0 or 1) or -1 for none. A LabelError names
+    the column, the value and a row id holding it."""
+    if task.kind == "multiclass":
+        top = len(task.labels) if task.labels else None
+        bad = (y < MISSING) | ((y >= top) if top is not None else False)
+        allowed = f"0..{top - 1} ({top} label names)" if top else "0..k-1"
+    else:
+        bad = (y != MISSING) & (y != 0) & (y != 1)
+        allowed = "0 or 1"
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise LabelError(f"task {task.name!r}: column {column!r} holds {int(y[i])} (row id {ids[i]!r}); "
+                         f"expected {allowed}, or -1/null for no label")
+
+
+def class_count(task: TaskConfig, seen: Mapping[int, object]) -> int:
+    """The number of classes of ``task``; ``seen`` maps each class value found in its column to a row id holding
+    it. Multiclass without label names is 0..max seen, which must all occur: a class with no example would be a
+    phantom class (an output no row teaches), so a gap is a LabelError naming it."""
+    if task.kind == "binary":
+        return 2
+    if task.kind == "multilabel":
+        return len(task.columns)
+    if task.labels:
+        return len(task.labels)
+    values = sorted(seen)
+    n = values[-1] + 1 if values else 0
+    gaps = sorted(set(range(n)) - set(values))
+    if gaps:
+        top = values[-1]
+        raise LabelError(f"task {task.name!r}: column {task.columns[0]!r} holds {top} (row id {seen[top]!r}) but "
+                         f"never {gaps[:5]}; a class with no example would be a phantom class. Fix the value, or "
+                         "name the task's labels to declare all of its classes")
+    return n
+
+
+def first_ids(y: np.ndarray, ids: Sequence) -> dict[int, object]:
+    """Each label value >= 0 of a column -> the id of the first row holding it (for ``class_count``)."""
+    values, first = np.unique(y, return_index=True)
+    return {int(v): ids[int(i)] for v, i in zip(values, first) if v >= 0}
 
 
 def is_glob(column: str) -> bool:

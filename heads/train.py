@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoder.typed_config import ConfigError
+from encoder.typed_config import ConfigError, require_at_least
 
 from .data import TEST, VALIDATION, Chunk, ChunkSource
 from .fitted import FittedHead, threshold_rule
 from .metrics import confusion_counts, multilabel_metrics, single_label_metrics
 from .modules import Head
-from .tasks import MISSING, LabelError, TaskConfig
+from .tasks import MISSING, LabelError, TaskConfig, check_label_values, class_count, first_ids
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,7 @@ class TrainConfig:
     val_percent: int = 10          # hash split when the data has no split column or no validation rows
 
     def validate(self, source: str, prefix: str) -> None:
-        for key in ("epochs", "patience", "batch_rows", "buffer_rows"):
-            if getattr(self, key) < 1:
-                raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected >= 1")
+        require_at_least(self, ("epochs", "patience", "batch_rows", "buffer_rows"), 1, source, prefix)
         for key in ("lr", "weight_decay"):
             if getattr(self, key) < 0 or (key == "lr" and self.lr == 0):
                 raise ConfigError(source, f"{prefix}{key}", f"= {getattr(self, key)}; expected > 0"
@@ -104,39 +102,15 @@ class _Stats:
         """Every label value must be one of the task's classes (or -1/null); an error names column, value, row."""
         for col in task.columns:
             y = chunk.labels[col]
+            check_label_values(task, col, y, chunk.ids)
             if task.kind == "multiclass":
-                top = len(task.labels) if task.labels else None
-                bad = (y < MISSING) | ((y >= top) if top is not None else False)
-            else:
-                bad = (y != MISSING) & (y != 0) & (y != 1)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                allowed = (f"0..{top - 1} ({top} label names)" if task.kind == "multiclass" and top
-                           else "0..k-1" if task.kind == "multiclass" else "0 or 1")
-                raise LabelError(f"task {task.name!r}: column {col!r} holds {int(y[i])} (row id {chunk.ids[i]!r}); "
-                                 f"expected {allowed}, or -1/null for no label")
-            if task.kind == "multiclass":
-                for v in np.unique(y[y >= 0]):
-                    self.first_id.setdefault((col, int(v)), str(chunk.ids[int(np.flatnonzero(y == v)[0])]))
+                for v, i in first_ids(y, chunk.ids).items():
+                    self.first_id.setdefault((col, v), str(i))
 
     def n_classes(self, task: TaskConfig) -> int:
-        """Classes of a task; multiclass without label names: 0..max seen, which must all occur (no phantom class)."""
-        if task.kind == "binary":
-            return 2
-        if task.kind == "multilabel":
-            return len(task.columns)
-        if task.labels:
-            return len(task.labels)
+        """Classes of a task (``heads.tasks.class_count``: no phantom class)."""
         col = task.columns[0]
-        seen = sorted(v for c, v in self.first_id if c == col)
-        n = seen[-1] + 1 if seen else 0
-        gaps = sorted(set(range(n)) - set(seen))
-        if gaps:
-            top = seen[-1]
-            raise LabelError(f"task {task.name!r}: column {col!r} holds {top} (row id {self.first_id[(col, top)]!r}) "
-                             f"but never {gaps[:5]}; a class with no example would be a phantom class. Fix the "
-                             f"value, or name the task's labels to declare all of its classes")
-        return n
+        return class_count(task, {v: i for (c, v), i in self.first_id.items() if c == col})
 
 
 def _label_names(task: TaskConfig, n: int) -> list[str]:

@@ -34,7 +34,7 @@ from encoder.schema import EMBEDDING, ID
 from search.duplicates import pigeonhole_blocks
 from search.queries import encode_queries
 from encoder.table import PublishedTable, open_table
-from encoder.typed_config import ConfigError
+from encoder.typed_config import ConfigError, require_at_least
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError
@@ -70,8 +70,7 @@ class SearchConfig:
     model: str = "package"                   # encodes query texts; must reproduce the table's feature spec
 
     def validate(self, source: str, prefix: str) -> None:
-        if self.k < 1:
-            raise ConfigError(source, f"{prefix}k", f"= {self.k}; expected >= 1")
+        require_at_least(self, ("k",), 1, source, prefix)
 
 
 @dataclass(frozen=True)

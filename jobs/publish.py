@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from encoder.typed_config import ConfigError
+from encoder.typed_config import ConfigError, require_at_least
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ class PublishConfig:
     compression: Compression = "zstd"        # Parquet codec
 
     def validate(self, source: str, prefix: str) -> None:
-        if self.keep_runs < 1:
-            raise ConfigError(source, f"{prefix}keep_runs", f"= {self.keep_runs}; expected >= 1")
+        require_at_least(self, ("keep_runs",), 1, source, prefix)
         if "://" in self.path and not self.path.startswith("file://"):
             raise ConfigError(source, f"{prefix}path", f"= {self.path!r}; atomic publication needs a local or "
                               "mounted POSIX path (symlink swap)")

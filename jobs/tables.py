@@ -50,6 +50,19 @@ def open_embeddings(spark, folder: str | Path | PublishedTable, columns: tuple[s
     return EmbeddingsInput(table, df.select(*columns) if columns else df)
 
 
+def id_hash_column(col):
+    """The split rule's id hash as a Spark column: the same int64 as ``encoder.hashing.id_hash`` (first 32 bits of
+    sha256 over the id as text), with Spark's built-in functions only (no Python UDF)."""
+    from pyspark.sql import functions as F
+
+    return F.conv(F.substring(F.sha2(col.cast("string"), 256), 1, 8), 16, 10).cast("long")
+
+
+def id_bucket_column(col):
+    """``id_hash_column % 100``: the bucket the split rule compares with ``val_percent`` (``encoder.hashing``)."""
+    return id_hash_column(col) % 100
+
+
 def spark_schema(schema: pa.Schema, field_metadata: dict[str, dict[str, str]] | None = None):
     """A pyarrow schema rendered for Spark (the one conversion), with optional metadata per field name (Spark stores
     field metadata in every Parquet file's key-value metadata)."""

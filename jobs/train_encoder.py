@@ -5,7 +5,7 @@
 Each task reads its own table through the project's input reader (faulty rows are counted by reason and left out,
 as the embed job quarantines them), keeps the rows labelled for it, splits them (a split column, the file names of a
 folder of train/validation/test files, or a hash of the id) and caps its training rows by a hash of the id. Training
-(``heads.multitask``) runs in the driver, or data-parallel through Spark's TorchDistributor
+(``tuning/``) runs in the driver, or data-parallel through Spark's TorchDistributor
 (``distributed.processes``). The run folder published at ``output.path`` is a model folder the embed job reads with
 ``--set encoder.model=<output.path>``: ``model.safetensors``, ``config.json``, tokenizer files, ``lineage.json`` (base
 model, tasks with their data fingerprints and row counts, settings, seed, validation history) and
@@ -16,7 +16,6 @@ Steps: read (per task: input, faults, labels, splits, caps) -> train -> save -> 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,15 +30,18 @@ if __package__ in (None, ""):
 import numpy as np
 
 from encoder.encoder_config import EncoderConfig
+from encoder.hashing import ID_BUCKETS, file_sha256
 from encoder.model import LINEAGE, model_fingerprint, resolve_model_path
-from encoder.typed_config import ConfigError
-from heads.multitask import MultiTaskConfig, TaskData, train_and_save
-from heads.tasks import MISSING, LabelError, TaskConfig, resolve_columns
+from encoder.typed_config import ConfigError, to_data
+from heads.tasks import MISSING, LabelError, TaskConfig, check_label_values, class_count, first_ids, resolve_columns
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError
 from jobs.ingest import C_ID, C_REASON, C_TEXT, Format, InputConfig, read_input, read_table
-from jobs.tables import versions, write_manifest
+from jobs.tables import id_hash_column, versions, write_manifest
+from tuning.config import MultiTaskConfig
+from tuning.data import TaskData
+from tuning.run import TuningJob, train_and_save
 
 logger = logging.getLogger("jobs.train_encoder")
 SPLITS = ("train", "validation", "test")
@@ -129,16 +131,14 @@ def run(cfg: TrainEncoderConfig) -> dict:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    features = {"layers": cfg.encoder.layers if isinstance(cfg.encoder.layers, str) else list(cfg.encoder.layers),
-                "layer_combine": cfg.encoder.layer_combine, "pooling": cfg.encoder.pooling,
-                "normalize": cfg.encoder.normalize}
+    features = to_data(cfg.encoder.features)
     lineage = {"name": f"{base_fp['name']}-tuned-{run_id}", "run_id": run_id, "base_model": base_fp,
-               "features": features | {"quantization": cfg.encoder.quantization,
-                                       "thresholds": cfg.encoder.thresholds, "max_length": cfg.encoder.max_length},
+               "features": features | {"quantization": cfg.encoder.quantization, "thresholds": cfg.encoder.thresholds},
                "training": dataclasses.asdict(cfg.training), "seed": cfg.training.seed,
                "distributed": dataclasses.asdict(cfg.distributed), "tasks": accounts, "versions": versions()}
-    job = {"base_model": str(base_path), "features": features, "tasks": tasks, "training": cfg.training,
-           "device": device, "out": str(staging), "lineage": lineage, "threads": os.cpu_count() or 1}
+    job = TuningJob(base_model=str(base_path), features=cfg.encoder.features, tasks=tuple(tasks),
+                    training=cfg.training, out=str(staging), lineage=lineage, device=device,
+                    threads=os.cpu_count() or 1)
     if cfg.distributed.processes:
         from pyspark.ml.torch.distributor import TorchDistributor
 
@@ -196,8 +196,7 @@ def read_task(spark, t: TuningTask, val_percent: int) -> tuple[TaskData, dict]:
         df = df.unionByName(f)
     known = [F.coalesce(F.col(c).cast("long"), F.lit(MISSING)) for c in label_cols]
     labelled = (F.greatest(*known) if len(known) > 1 else known[0]) > MISSING
-    h = F.conv(F.substring(F.sha2(F.col(C_ID).cast("string"), 256), 1, 8), 16, 10).cast("long")
-    df = df.withColumn("_labelled", labelled).withColumn("_h", h).persist()
+    df = df.withColumn("_labelled", labelled).withColumn("_h", id_hash_column(F.col(C_ID))).persist()
     try:
         faults = {r[C_REASON]: int(r["count"]) for r in df.where(F.col(C_REASON).isNotNull())
                   .groupBy(C_REASON).count().collect()}
@@ -209,7 +208,7 @@ def read_task(spark, t: TuningTask, val_percent: int) -> tuple[TaskData, dict]:
         split = F.col("_split")
         if not has_val:   # no validation rows: a hash of the id takes val_percent % of the training rows
             train_like = split.isNull() | (split == "train")
-            split = F.when(train_like & (F.col("_h") % 100 < val_percent), "validation") \
+            split = F.when(train_like & (F.col("_h") % ID_BUCKETS < val_percent), "validation") \
                 .when(train_like, "train").otherwise(split)
         use = good.where("_labelled").withColumn("_use", split)
         rows = {"in": rows_in, "faulty": sum(faults.values()), "faults": faults, "unlabelled": unlabelled,
@@ -236,7 +235,9 @@ def read_task(spark, t: TuningTask, val_percent: int) -> tuple[TaskData, dict]:
         raise LabelError(f"task {t.name!r}: {rows['train']} training and {rows['validation']} validation rows "
                          f"labelled for it in {tab.path!r}; it needs both (check split and columns)")
     y = {s: _labels(parts[s], label_cols, task) for s in parts}
-    n_classes = _n_classes(task, np.concatenate([y["train"], y["validation"]]))
+    seen = first_ids(np.concatenate([y["train"], y["validation"]]) if task.kind != "multilabel" else np.zeros(0),
+                     parts["train"].column(C_ID).to_pylist() + parts["validation"].column(C_ID).to_pylist())
+    n_classes = class_count(task, seen)
     data = TaskData(task=TaskConfig(**{f.name: getattr(task, f.name) for f in dataclasses.fields(TaskConfig)}),
                     n_classes=n_classes,
                     train_texts=parts["train"].column(C_TEXT).to_pylist(), train_y=y["train"],
@@ -262,23 +263,12 @@ def _split_files(tab: TaskTable, key: str) -> dict[str, str]:
 
 
 def _labels(t, cols: list[str], task: TaskConfig) -> np.ndarray:
+    """Label columns -> int64[n] (or [n, L] for multilabel), each checked by the one label check."""
+    ids = t.column(C_ID).to_pylist()
     arrays = [np.asarray(t.column(c).fill_null(MISSING).to_numpy(zero_copy_only=False), np.int64) for c in cols]
-    y = np.stack(arrays, axis=1) if task.kind == "multilabel" else arrays[0]
-    allowed_top = len(task.labels) if task.kind == "multiclass" and task.labels else None
-    bad = (y < MISSING) if task.kind == "multiclass" else ((y != MISSING) & (y != 0) & (y != 1))
-    if allowed_top is not None:
-        bad |= y >= allowed_top
-    if bad.any():
-        v = int(y[bad].flat[0])
-        raise LabelError(f"task {task.name!r} has label value {v}; expected "
-                         f"{'0..k-1' if task.kind == 'multiclass' else '0 or 1'} or -1/null for none")
-    return y
-
-
-def _n_classes(task: TaskConfig, y: np.ndarray) -> int:
-    if task.kind == "multiclass":
-        return len(task.labels) if task.labels else int(y.max()) + 1
-    return 2 if task.kind == "binary" else len(task.columns)
+    for c, y in zip(cols, arrays):
+        check_label_values(task, c, y, ids)
+    return np.stack(arrays, axis=1) if task.kind == "multilabel" else arrays[0]
 
 
 def _fingerprint_files(path: str) -> list[dict]:
@@ -288,12 +278,8 @@ def _fingerprint_files(path: str) -> list[dict]:
     files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
     out = []
     for f in files:
-        h = hashlib.sha256()
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
         out.append({"file": str(f.relative_to(p)) if p.is_dir() else f.name, "bytes": f.stat().st_size,
-                    "sha256": h.hexdigest()})
+                    "sha256": file_sha256(f)})
     return out
 
 

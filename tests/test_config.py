@@ -62,3 +62,18 @@ def test_yaml_is_read_with_the_safe_loader(tmp_path):
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
     assert main(["--config", write(tmp_path, "input: {path: x}\nencoder: {pooling: maxx}")]) == 2
     assert "encoder.pooling = 'maxx'" in capsys.readouterr().err
+
+
+def test_the_feature_settings_keys_sit_directly_under_encoder_and_round_trip():
+    """FeatureSettings is embedded inline: the YAML keeps ``encoder.layers`` (not ``encoder.features.layers``), an
+    unknown key still names the allowed ones, and ``to_data`` is the inverse of ``build``."""
+    from encoder.encoder_config import EncoderConfig
+    from encoder.features import FeatureSettings, settings_keys
+    from encoder.typed_config import ConfigError, build, to_data
+
+    cfg = build(EncoderConfig, {"layers": [-1], "pooling": "max", "quantization": "int8"}, "t.yaml", "encoder.")
+    assert cfg.features == FeatureSettings(layers=(-1,), pooling="max") and cfg.quantization == "int8"
+    assert build(EncoderConfig, to_data(cfg), "again") == cfg
+    assert set(settings_keys()) <= set(to_data(cfg))
+    with pytest.raises(ConfigError, match=r"encoder\.features is not a known key; expected one of .*layers"):
+        build(EncoderConfig, {"features": {"layers": "last"}}, "t.yaml", "encoder.")

@@ -3,6 +3,8 @@ the one loader reads and whose fingerprint is its own; the TorchDistributor path
 real model: train -> embed with the new model -> heads of the old spec refused."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from jobs import apply_heads, embed, train_encoder
 from jobs.common import load_config
 
 from .conftest import SAMPLE
-from .test_multitask import BAD, GOOD, TOPIC_A, TOPIC_B
+from .test_tuning import BAD, GOOD, TOPIC_A, TOPIC_B
 
 
 def tables(tmp_path: Path) -> tuple[Path, Path]:
@@ -97,8 +99,13 @@ def test_bad_tables_fail_with_clear_errors(spark, tiny_model_dir, tmp_path):
     p = tmp_path / "stray.parquet"
     pq.write_table(pa.table({"id": ["a", "b"], "text": ["good", "bad"], "label": [1, 7], "split": ["train", "validation"]}), p)
     t = cfg.tasks[0].__class__(**{**cfg.tasks[0].__dict__, "table": cfg.tasks[0].table.__class__(path=str(p))})
-    with pytest.raises(LabelError, match="label value 7"):
+    with pytest.raises(LabelError, match=r"column 'label' holds 7 \(row id 'b'\)"):   # the one label check
         train_encoder.read_task(spark, t, 10)
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["good", "bad", "ok"], "label": [0, 2, 2],
+                             "split": ["train", "validation", "train"]}), p)
+    unnamed = dataclasses.replace(cfg.tasks[1], labels=(), table=cfg.tasks[0].table.__class__(path=str(p)))
+    with pytest.raises(LabelError, match="phantom class"):           # class 1 never occurs: refused, as train_heads does
+        train_encoder.read_task(spark, unnamed, 10)
 
 
 def test_torch_distributor_trains_with_two_processes(spark, tiny_model_dir, tmp_path):
@@ -112,14 +119,14 @@ def test_torch_distributor_trains_with_two_processes(spark, tiny_model_dir, tmp_
 
 
 def _as_data(cfg) -> dict:
-    import dataclasses
+    from encoder.typed_config import to_data
 
-    d = dataclasses.asdict(cfg)
+    d = to_data(cfg)
     d["output"] = {"path": cfg.output.path}
     return {k: d[k] for k in ("tasks", "encoder", "training", "output")}
 
 
-@pytest.mark.e2e
+@pytest.mark.spark
 def test_real_model_train_then_embed_then_old_heads_are_refused(spark, pipeline, tmp_path):
     src = tmp_path / "sample.parquet"
     pq.write_table(pq.read_table(SAMPLE).slice(0, 300), src)
