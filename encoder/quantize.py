@@ -128,7 +128,7 @@ def _codes_from_arrow(arr: pa.Array, n_bytes: int) -> np.ndarray:
     if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
         raise ValueError(f"embedding column has type {arr.type}; expected binary")
     off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], off_type, n + 1, arr.offset)
+    offsets = np.frombuffer(arr.buffers()[1], off_type, n + 1, arr.offset * np.dtype(off_type).itemsize)  # bytes
     lengths = np.diff(offsets)
     if n and (lengths != n_bytes).any():
         bad = int(np.flatnonzero(lengths != n_bytes)[0])

@@ -10,16 +10,8 @@ import pyarrow as pa
 
 TABLE_FORMAT_VERSION = 1
 
-# Why a row was quarantined instead of encoded. One Literal: the job, the docs and the tests all read it.
-#   null_id           the id column is null
-#   duplicate_id      the id occurs more than once; every copy is held back, since none is known to be right
-#   null_text         the text column is null (or the field is absent in a JSONL record)
-#   empty_text        the text is empty or whitespace only
-#   text_not_string   JSONL: the text field holds a number, list, object or boolean
-#   malformed_record  JSONL/CSV: the line could not be parsed into the declared columns
-#   invalid_utf8      the id or the text holds bytes that are not valid UTF-8 (Parquet strings are raw bytes)
-#   id_wrong_type     JSONL: the id is a float, boolean, list or object, or a string/number where the column is the
-#                     other kind; never coerced (15998.0 must not become the id "15998.0")
+# Why a row was quarantined instead of encoded: the Literal names them, QUARANTINE_REASON_DOCS says what each means
+# (the data dictionary and docs print it), and the reader names a reason only through ``quarantine_reason``.
 QuarantineReason = Literal["null_id", "duplicate_id", "null_text", "empty_text", "text_not_string",
                            "malformed_record", "invalid_utf8", "id_wrong_type"]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)
@@ -34,6 +26,13 @@ QUARANTINE_REASON_DOCS = {
     "id_wrong_type": "JSONL: the id's JSON type is not the id column's (a float or boolean id is never coerced)",
 }
 assert set(QUARANTINE_REASON_DOCS) == set(QUARANTINE_REASONS)
+
+
+def quarantine_reason(name: QuarantineReason) -> str:
+    """A quarantine reason, checked against the one list (a typo fails when the reader is built, not in a table)."""
+    if name not in QUARANTINE_REASONS:
+        raise ValueError(f"quarantine reason {name!r}; expected one of {', '.join(map(repr, QUARANTINE_REASONS))}")
+    return name
 
 ID_TYPES: tuple[pa.DataType, ...] = (pa.string(), pa.int64(), pa.int32())
 

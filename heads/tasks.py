@@ -71,6 +71,16 @@ class TaskConfig:
         return len(self.columns)
 
 
+def check_tasks(tasks: Sequence[TaskConfig], source: str, key: str = "tasks") -> None:
+    """The one check of a task list: at least one task, and each name once (a name is a folder and columns)."""
+    if not tasks:
+        raise ConfigError(source, key, "is empty; configure at least one task")
+    names = [t.name for t in tasks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(source, key, f"names {dup} more than once; task names must be unique")
+
+
 def check_label_values(task: TaskConfig, column: str, y: np.ndarray, ids: Sequence) -> None:
     """The one label check: every value of ``column`` is one of ``task``'s classes (multiclass: 0..k-1, below the
     number of label names when they are given; binary and multilabel: 0 or 1) or -1 for none. A LabelError names

@@ -23,7 +23,7 @@ from .data import TEST, VALIDATION, Chunk, ChunkSource
 from .fitted import FittedHead, threshold_rule
 from .metrics import confusion_counts, multilabel_metrics, single_label_metrics
 from .modules import Head
-from .tasks import MISSING, LabelError, TaskConfig, check_label_values, class_count, first_ids
+from .tasks import MISSING, LabelError, TaskConfig, check_label_values, check_tasks, class_count, first_ids
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +187,7 @@ def _batches(source: ChunkSource, cfg: TrainConfig, epoch: int) -> Iterator[tupl
 def train_heads(source: ChunkSource, tasks: Sequence[TaskConfig], dim: int, cfg: TrainConfig = TrainConfig()
                 ) -> list[FittedHead]:
     """Train one head per task from ``source`` (called once per epoch, plus once for label statistics)."""
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"task names must be unique, got {names}")
+    check_tasks(tasks, "train_heads")
     stats = _scan(source, tasks)
     val = Chunk.concat(stats.val_parts)
     heads, losses, opts, n_cls = _init_heads(tasks, stats, dim, cfg)

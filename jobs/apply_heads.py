@@ -31,8 +31,8 @@ from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.prediction_report import write_report
 from jobs.errors import InputError
-from jobs.tables import EmbeddingsInput, arrow_type, check_table, open_embeddings, parquet_rows, spark_schema, write_manifest, \
-    write_table
+from jobs.tables import EmbeddingsInput, arrow_type, check_table, id_layout, open_embeddings, parquet_rows, \
+    spark_schema, write_manifest, write_table
 
 logger = logging.getLogger("jobs.apply_heads")
 
@@ -141,12 +141,7 @@ def layout(predictions, schema: pa.Schema, partitions: int):
     """One layout for full and incremental runs: hash partitions of the id (as many as the embedding table has
     files), sorted by id, typed exactly by ``schema`` (an Arrow pass-through restores the non-null columns a Parquet
     read loses), so the two give the same files and a rerun gives identical ones."""
-    return (predictions.repartition(max(partitions, 1), ID).sortWithinPartitions(ID)
-            .mapInArrow(_same_rows, spark_schema(schema)))
-
-
-def _same_rows(batches):
-    yield from batches
+    return id_layout(predictions, schema, partitions)
 
 
 def _score(batches, heads_dir, spec, schema):

@@ -11,13 +11,14 @@ import csv
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, get_args
 
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from encoder.schema import QuarantineReason, quarantine_reason
 from encoder.typed_config import ConfigError
 from jobs.errors import InputError
 
@@ -99,13 +100,8 @@ def check_input(cfg: InputConfig) -> None:
 def read_table(spark: SparkSession, path: str, fmt: Format, key: str) -> DataFrame:
     """Read a typed table (Parquet, JSONL, CSV/TSV with a header and inferred types), e.g. a label table."""
     require_path(path, key)
-    reader = spark.read
     try:
-        if fmt == "parquet":
-            return reader.parquet(to_uri(path))
-        if fmt == "jsonl":
-            return reader.json(to_uri(path))
-        return reader.options(header="true", inferSchema="true", sep="\t" if fmt == "tsv" else ",").csv(to_uri(path))
+        return FORMATS[fmt].typed(spark.read, to_uri(path))
     except Exception as exc:  # AnalysisException and friends: say what could not be read
         raise InputError(f"{key} = {path!r} could not be read as {fmt}: {str(exc).splitlines()[0]}") from None
 
@@ -113,9 +109,7 @@ def read_table(spark: SparkSession, path: str, fmt: Format, key: str) -> DataFra
 def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     """Read ``cfg.path`` and return the normalised frame with ``_reason`` set on every faulty row."""
     require_path(cfg.path, "input.path")
-    reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_csv}[cfg.format]
-    df = reader(spark, cfg)
-    return _mark_faults(df)
+    return _mark_faults(FORMATS[cfg.format].corpus(spark, cfg))
 
 
 def _require_columns(columns: list[str], cfg: InputConfig, what: str) -> None:
@@ -158,7 +152,7 @@ def _read_csv(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     _refuse_unterminated_quotes(spark, cfg)
     df = spark.read.options(**opts).schema(schema).csv(to_uri(cfg.path))
     bad = F.col("_corrupt_record").isNotNull()
-    return _normalise(df, cfg, F.when(bad, F.lit("malformed_record")), F.when(bad, F.col("_corrupt_record")))
+    return _normalise(df, cfg, F.when(bad, _reason("malformed_record")), F.when(bad, F.col("_corrupt_record")))
 
 
 def _refuse_unterminated_quotes(spark: SparkSession, cfg: InputConfig) -> None:
@@ -199,11 +193,16 @@ def _read_jsonl(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     id_ok = (["STRING"] if isinstance(fields[cfg.id_column].dataType, T.StringType)
              else ["BIGINT", "INT", "SMALLINT", "TINYINT"])
     not_object = F.col("_v").isNull() | ~F.expr("schema_of_variant(_v)").startswith("OBJECT")
-    reason = (F.when(not_object, F.lit("malformed_record"))
-              .when(F.col("_ttype").isNotNull() & ~F.col("_ttype").isin("STRING", "VOID"), F.lit("text_not_string"))
-              .when(F.col("_itype").isNotNull() & ~F.col("_itype").isin("VOID", *id_ok), F.lit("id_wrong_type")))
+    reason = (F.when(not_object, _reason("malformed_record"))
+              .when(F.col("_ttype").isNotNull() & ~F.col("_ttype").isin("STRING", "VOID"), _reason("text_not_string"))
+              .when(F.col("_itype").isNotNull() & ~F.col("_itype").isin("VOID", *id_ok), _reason("id_wrong_type")))
     df = df.select(F.col("value"), reason.alias("_pre"), "_r.*")
     return _normalise(df, cfg, F.col("_pre"), F.when(F.col("_pre").isNotNull(), F.col("value")))
+
+
+def _reason(name: QuarantineReason):
+    """A quarantine reason as a Spark literal, checked against ``encoder.schema.QUARANTINE_REASONS``."""
+    return F.lit(quarantine_reason(name))
 
 
 def _json_key(name: str) -> str:
@@ -221,9 +220,34 @@ def _mark_faults(df: DataFrame) -> DataFrame:
         invalid = invalid | ~F.expr(f"is_valid_utf8({C_ID})")
     reason = F.coalesce(
         F.col(C_REASON),
-        F.when(F.col(C_ID).isNull(), F.lit("null_id"))
-        .when(F.col(C_TEXT).isNotNull() & invalid, F.lit("invalid_utf8"))
-        .when(F.col(C_TEXT).isNull(), F.lit("null_text"))
-        .when(blank, F.lit("empty_text"))
-        .when(dup, F.lit("duplicate_id")))
+        F.when(F.col(C_ID).isNull(), _reason("null_id"))
+        .when(F.col(C_TEXT).isNotNull() & invalid, _reason("invalid_utf8"))
+        .when(F.col(C_TEXT).isNull(), _reason("null_text"))
+        .when(blank, _reason("empty_text"))
+        .when(dup, _reason("duplicate_id")))
     return df.withColumn(C_REASON, reason)
+
+
+@dataclass(frozen=True)
+class FormatReaders:
+    """How one input format is read: as a typed table (label tables, SQL views), as the embed job's corpus (faults
+    marked, nothing dropped), and by DuckDB (a table function; ``{path}`` is the quoted path or glob)."""
+
+    typed: Callable[[Any, str], DataFrame]
+    corpus: Callable[[SparkSession, InputConfig], DataFrame]
+    duckdb: str
+
+
+def _csv_typed(sep: str) -> Callable[[Any, str], DataFrame]:
+    return lambda reader, uri: reader.options(header="true", inferSchema="true", sep=sep).csv(uri)
+
+
+# The one table from an input format to its readers: a format is added here (and in ``Format``), nowhere else.
+FORMATS: dict[str, FormatReaders] = {
+    "parquet": FormatReaders(lambda reader, uri: reader.parquet(uri), _read_parquet, "read_parquet({path})"),
+    "jsonl": FormatReaders(lambda reader, uri: reader.json(uri), _read_jsonl,
+                           "read_json({path}, format = 'newline_delimited')"),
+    "csv": FormatReaders(_csv_typed(","), _read_csv, "read_csv({path}, header = true)"),
+    "tsv": FormatReaders(_csv_typed("\t"), _read_csv, "read_csv({path}, header = true, delim = '\\t')"),
+}
+assert set(FORMATS) == set(get_args(Format))

@@ -180,15 +180,14 @@ def search(corpus, query_ids: list[str], codes: np.ndarray, k: int, table: Publi
     from pyspark.sql import functions as F
 
     local = pa.schema([pa.field("q", pa.int32(), False), pa.field(ID, id_type, False),
-                       pa.field(HAMMING, pa.int32(), False)])
+                       pa.field(HAMMING, pa.int32(), False), pa.field(SIMILARITY, pa.float32(), False)])
     fn = partial(_local_top_k, codes=codes.tobytes(), n_queries=len(codes), k=k, spec=table.spec, schema=local)
     ranked = (corpus.mapInArrow(fn, spark_schema(local))
               .withColumn(RANK, F.row_number().over(Window.partitionBy("q").orderBy(HAMMING, ID)))
               .where(F.col(RANK) <= k))
     names = F.array(*[F.lit(q) for q in query_ids])
     return (ranked.select(F.element_at(names, F.col("q") + 1).alias(QUERY_ID), F.col(RANK).cast("int"), ID,
-                          HAMMING, (1.0 - F.col(HAMMING) / F.lit(float(table.spec.dim))).cast("float")
-                          .alias(SIMILARITY))
+                          HAMMING, SIMILARITY)
             .repartition(1).sortWithinPartitions(QUERY_ID, RANK))
 
 

@@ -75,10 +75,9 @@ def duckdb_connect(tables: dict[str, tuple[str, str]]):
 def _duckdb_reader(fmt: str, path: str) -> str:
     p = Path(path)
     glob = str(p / "*.parquet") if p.is_dir() and fmt == "parquet" else str(p / "*") if p.is_dir() else str(p)
-    lit = "'" + glob.replace("'", "''") + "'"
-    return {"parquet": f"read_parquet({lit})", "csv": f"read_csv({lit}, header = true)",
-            "tsv": f"read_csv({lit}, header = true, delim = '\\t')",
-            "jsonl": f"read_json({lit}, format = 'newline_delimited')"}[fmt]
+    from jobs.ingest import FORMATS    # lazily: the DuckDB path never starts Spark
+
+    return FORMATS[fmt].duckdb.format(path="'" + glob.replace("'", "''") + "'")
 
 
 def _ident(name: str) -> str:

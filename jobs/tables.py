@@ -63,6 +63,18 @@ def id_bucket_column(col):
     return id_hash_column(col) % 100
 
 
+def id_layout(df, schema: pa.Schema, partitions: int, field_metadata: dict[str, dict[str, str]] | None = None):
+    """The one output layout of a keyed table: hash partitions of the id, sorted by id, typed exactly by ``schema``
+    (an Arrow pass-through restores the non-null columns and field metadata a Parquet read loses). A full run, an
+    incremental run and a rerun therefore write the same files."""
+    return (df.repartition(max(partitions, 1), ID).sortWithinPartitions(ID)
+            .mapInArrow(_same_rows, spark_schema(schema, field_metadata)))
+
+
+def _same_rows(batches):
+    yield from batches
+
+
 def spark_schema(schema: pa.Schema, field_metadata: dict[str, dict[str, str]] | None = None):
     """A pyarrow schema rendered for Spark (the one conversion), with optional metadata per field name (Spark stores
     field metadata in every Parquet file's key-value metadata)."""

@@ -33,7 +33,8 @@ from encoder.encoder_config import EncoderConfig
 from encoder.hashing import ID_BUCKETS, file_sha256
 from encoder.model import LINEAGE, model_fingerprint, resolve_model_path
 from encoder.typed_config import ConfigError, to_data
-from heads.tasks import MISSING, LabelError, TaskConfig, check_label_values, class_count, first_ids, resolve_columns
+from heads.tasks import MISSING, LabelError, TaskConfig, check_label_values, check_tasks, class_count, first_ids, \
+    resolve_columns
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError
@@ -100,12 +101,7 @@ class TrainEncoderConfig:
     spark: SparkSettings = field(default_factory=SparkSettings)
 
     def validate(self, source: str, prefix: str) -> None:
-        if not self.tasks:
-            raise ConfigError(source, "tasks", "is empty; configure at least one task")
-        names = [t.name for t in self.tasks]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ConfigError(source, "tasks", f"names {dup} more than once; task names must be unique")
+        check_tasks(self.tasks, source)
         if not 0 < self.val_percent < 100:
             raise ConfigError(source, "val_percent", f"= {self.val_percent}; expected 1..99")
         if self.encoder.quantization == "binary" and self.encoder.thresholds == "calibrated" \

@@ -31,7 +31,7 @@ from heads.data import SPLIT, TEST, TRAIN, VALIDATION, SplitRule, arrow_source, 
 from heads.fitted import FittedHead
 from heads.io import save_head
 from heads.predict import task_columns
-from heads.tasks import TaskConfig, resolve_columns
+from heads.tasks import TaskConfig, check_tasks, resolve_columns
 from heads.train import TrainConfig, train_heads
 from jobs import publish
 from jobs.charts import confusion_png
@@ -67,12 +67,7 @@ class TrainHeadsConfig:
     spark: SparkSettings = field(default_factory=SparkSettings)
 
     def validate(self, source: str, prefix: str) -> None:
-        if not self.tasks:
-            raise ConfigError(source, "tasks", "is empty; configure at least one task")
-        names = [t.name for t in self.tasks]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ConfigError(source, "tasks", f"names {dup} more than once; task names must be unique")
+        check_tasks(self.tasks, source)
         clash = sorted({t.name for t in self.tasks if t.name == ID or any(
             t.name in task_columns(o.name, o.kind) for o in self.tasks if o is not t)})
         if clash:
