@@ -10,11 +10,17 @@ from typing import Literal, Sequence, get_args
 import numpy as np
 import torch
 
-Pooling = Literal["cls", "mean", "max"]
+Pooling = Literal["cls", "mean", "max", "mean_sqrt_len"]
 LayerCombine = Literal["concat", "mean"]
 LayerPreset = Literal["last", "last4", "all"]
 
 POOLING_MODES: tuple[str, ...] = get_args(Pooling)
+# How each mode reads in the data dictionary (jobs.describe): a new mode is added to Pooling, here, and in
+# pool_positions.
+POOLING_WORDS = {"cls": "the first ([CLS]) token", "mean": "mean-pooled over the tokens",
+                 "max": "max-pooled over the tokens",
+                 "mean_sqrt_len": "summed over the tokens and divided by the square root of their number"}
+assert set(POOLING_WORDS) == set(POOLING_MODES)
 LAYER_COMBINES: tuple[str, ...] = get_args(LayerCombine)
 LAYER_PRESETS: tuple[str, ...] = get_args(LayerPreset)
 
@@ -56,13 +62,16 @@ def pool_positions(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> t
     """Pool one layer over positions: float[n, t, d], mask int[n, t] (1 = real token) -> float[n, d].
 
     ``cls`` takes position 0; ``mean`` averages real tokens only; ``max`` ignores padded positions, so a large value
-    on a pad token never leaks into the result. Runs on whatever device the tensors are on.
+    on a pad token never leaks into the result; ``mean_sqrt_len`` divides the sum of the real tokens by the square
+    root of their number (sentence-transformers' ``mean_sqrt_len_tokens``: longer texts keep a larger norm). Runs on whatever device the tensors are on.
     """
     if mode == "cls":
         return hidden[:, 0, :]
     m = mask.to(hidden.dtype).unsqueeze(-1)  # (n, t, 1)
     if mode == "mean":
         return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    if mode == "mean_sqrt_len":
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9).sqrt()
     if mode == "max":
         return hidden.masked_fill(m == 0, float("-inf")).amax(dim=1)
     raise ValueError(f"pooling = {mode!r}; expected one of {', '.join(map(repr, POOLING_MODES))}")

@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 
 import pyarrow.parquet as pq
 
+from encoder.pooling import POOLING_WORDS
 from encoder.schema import COLUMN_DOCS, ID, QUARANTINE_REASON_DOCS, TEXT
 from encoder.spec import FeatureSpec
 from encoder.table import EMBEDDINGS_DIR, MANIFEST, TableError, open_table
@@ -54,8 +55,7 @@ def spec_in_words(spec: FeatureSpec) -> str:
     f = spec.features
     layers = ", ".join(map(str, f.layers))
     combine = "averaged" if f.layer_combine == "mean" else "concatenated"
-    pooling = {"mean": "mean-pooled over the tokens", "cls": "the first ([CLS]) token",
-               "max": "max-pooled over the tokens"}[f.pooling]
+    pooling = POOLING_WORDS[f.pooling]
     length = (f"long texts are cut into windows of {f.chunk_tokens} tokens every {f.chunk_stride} tokens "
               f"(at most {f.max_chunks}) whose features are averaged" if f.chunks else
               f"texts longer than {f.max_length} tokens are truncated")

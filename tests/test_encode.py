@@ -6,6 +6,7 @@ from encoder.build_spec import build_spec
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
 from encoder.features import FeatureSettings
+from encoder.pooling import POOLING_MODES
 from encoder.spec import SpecMismatchError
 
 TEXTS = ["the man is playing a guitar .", "hello", "someone is strumming a guitar", "the stock market fell today",
@@ -73,3 +74,14 @@ def test_spec_of_another_extractor_is_refused(tiny_loaded):
     spec = build_spec(cls_cfg, FeatureExtractor(tiny_loaded, cls_cfg))
     with pytest.raises(SpecMismatchError, match="pooling"):
         FeatureExtractor(tiny_loaded, EncoderConfig(features=FeatureSettings(pooling="mean"))).check_spec(spec)
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_every_pooling_mode_flows_from_the_settings_through_the_extractor_into_the_spec(tiny_loaded, mode):
+    """A mode added to encoder/pooling.py needs nothing else: the settings type, the extractor and the spec take it."""
+    cfg = EncoderConfig(features=FeatureSettings(pooling=mode, normalize=False))
+    fx = FeatureExtractor(tiny_loaded, cfg)
+    spec = build_spec(cfg, fx)
+    x = fx.features(["hello world", "a longer text of several tokens"]).values
+    assert x.shape == (2, fx.dim) and np.isfinite(x).all() and spec.to_json_dict()["pooling"] == mode
+    fx.check_spec(spec)
