@@ -3,7 +3,7 @@
     python -m jobs.apply_heads --config conf/apply_heads.yaml [--set key=value ...]
 
 Publishes ``output.path`` -> a run folder with ``predictions/`` (Parquet, one row per input id; schema in
-``heads/predict.py`` and README), ``manifest.json`` (rows, heads, label orders, spec) and ``report.md`` (rows per
+``heads/predict.py`` and docs/heads.md), ``manifest.json`` (rows, heads, label orders, spec) and ``report.md`` (rows per
 predicted label and score histograms, with one ``task_<name>.png`` per task; ``jobs/prediction_report.py``). Rows in =
 rows out is checked before publishing.
 """

@@ -29,7 +29,7 @@ class MultiTaskConfig:
     temperature: float = 2.0             # task sampling: p ~ n ** (1/T)
     loss_scaling: LossScaling = "log_classes"
     # off | ste | ste_mixed: chosen by the transfer study on the tuning tasks' validation (ste_mixed 0.557 vs ste
-    # 0.549 mean, README "Training the shared encoder")
+    # 0.549 mean, docs/tuning.md)
     binary: BinaryMode = "ste_mixed"
     keep_general: float = 1.0            # weight of 1 - cos(features, base features); 0 turns it off
     bit_margin: float = 0.0              # weight of mean (|x - t| - 1)^2 on unit-RMS features; 0 turns it off
