@@ -91,20 +91,18 @@ def main() -> None:
                        capture_output=True)
         wall_local = time.perf_counter() - t
         local = json.loads((tmp / "local" / "manifest.json").read_text())
-        saved = cluster.STATE
-        cluster.STATE = tmp / "cluster"
+        state = tmp / "cluster"
         try:
-            url = cluster.up(workers=2, cores=1, memory="4g", port=7277)
+            url = cluster.up(workers=2, cores=1, memory="4g", port=7277, state=state)
             cmd = cluster.submit_command("jobs/embed.py", ["--config", str(ROOT / "conf/embed.yaml"), "--set",
                                                             f"input.path={tmp / 'c.parquet'}", "--set",
                                                             f"output.path={tmp / 'on_cluster'}", "--set",
-                                                            "output.mode=full"], master=url)
+                                                            "output.mode=full"], master=url, state=state)
             t = time.perf_counter()
-            subprocess.run(cmd, env=cluster._env(), check=True, capture_output=True)
+            subprocess.run(cmd, env=cluster.env(state), check=True, capture_output=True)
             wall_cluster = time.perf_counter() - t
         finally:
-            cluster.down()
-            cluster.STATE = saved
+            cluster.down(state)
         on = json.loads((tmp / "on_cluster" / "manifest.json").read_text())
         r_local, r_cluster = m / local["seconds"], m / on["seconds"]
         print(f"\n(2) {m:,} texts: cluster (2 workers x 1 core) {r_cluster:.1f} rows/s vs local[2,4] {r_local:.1f} "

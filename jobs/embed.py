@@ -12,7 +12,6 @@ encode (a DataFrame -> DataFrame function) -> write -> validate -> publish.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -28,6 +27,7 @@ if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project im
 import pyarrow as pa
 
 from encoder.build_spec import build_spec, needs_calibration
+from encoder.cache import cached
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
 from encoder.model import load_encoder
@@ -40,6 +40,7 @@ from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError, QuarantineLimitError
 from jobs.ingest import C_ID, C_REASON, C_SOURCE, C_TEXT, InputConfig, check_input, read_input
 from jobs.tables import arrow_type, check_table, parquet_rows, spark_schema, write_manifest, write_table
+from jobs.worker import TaskRecords, worker_summary
 
 logger = logging.getLogger("jobs.embed")
 
@@ -100,10 +101,11 @@ def run(cfg: EmbedConfig) -> dict:
         else:
             todo, carried, delta, joined = changes(spark, valid_rows(df), base, cfg, schema)
         with Progress(spark.sparkContext, delta["encoded"] if delta else valid_rows(df).count()) as progress:
-            encoded = encode(todo, cfg, spec, schema, parts, progress.rows)
+            encoded = encode(todo, cfg, spec, schema, parts, progress.rows, progress.tasks)
             write(encoded if carried is None else merge(encoded, carried, spec, schema, parts), quarantined_rows(df),
                   staging, cfg)
         facts = validate(spark, df, staging, spec, schema, cfg, kept=delta["kept"] if delta else 0)
+        facts["workers"] = worker_summary(progress.tasks.value)
         if base is not None:
             facts["incremental"] = {"parent_run": base.root.name, **delta}
         manifest = write_manifest(staging, run_id, t0, {
@@ -135,10 +137,9 @@ def check(cfg: EmbedConfig) -> tuple[FeatureExtractor, FeatureSpec | None]:
     return extractor, spec
 
 
-@functools.lru_cache(maxsize=1)
 def _driver_encoder(model: str):
     """The driver's copy of the encoder (fingerprint, calibration); kept for later runs in the same process."""
-    return load_encoder(model, device="cpu", threads=0)
+    return cached("driver_encoder", model, lambda: load_encoder(model, device="cpu", threads=0))
 
 
 # -- incremental ------------------------------------------------------------------------------------------------
@@ -284,8 +285,10 @@ def passthrough_columns(input_cfg: InputConfig) -> tuple[str, ...]:
 
 
 # -- encode -----------------------------------------------------------------------------------------------------
-def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partitions: int, rows_done=None):
-    """Valid input rows (``_id``, ``_text``, passthrough) -> embedding-table rows, as a DataFrame.
+def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partitions: int, rows_done=None,
+           tasks=None):
+    """Valid input rows (``_id``, ``_text``, passthrough) -> embedding-table rows, as a DataFrame. ``rows_done``: an
+    accumulator of encoded rows; ``tasks``: one of task records (``jobs.worker.TaskRecords``).
 
     Rows are hash-partitioned and sorted by id so batches, and therefore bytes, repeat on a rerun. One task per
     core: measured faster than 4 per core on local[2] (bench/encode.py), since each task pays a start.
@@ -294,17 +297,17 @@ def encode(valid, cfg: EmbedConfig, spec: FeatureSpec, schema: pa.Schema, partit
     from pyspark.sql import functions as F
 
     fn = partial(_encode, cfg=cfg.encoder, spec=spec, passthrough=passthrough_columns(cfg.input), schema=schema,
-                 rows_done=rows_done)
+                 rows_done=rows_done, tasks=tasks)
     kept = [F.col(C_TEXT).alias(TEXT)] if cfg.input.keep_text else []
     return (valid.select(C_ID, C_TEXT, *cfg.input.passthrough, *kept)
             .repartition(partitions, C_ID).sortWithinPartitions(C_ID)
             .mapInArrow(fn, spark_schema(schema, {EMBEDDING: {SPEC_METADATA_KEY: spec_meta}})))
 
 
-def _encode(batches, cfg, spec, passthrough, schema, rows_done=None):
+def _encode(batches, cfg, spec, passthrough, schema, rows_done=None, tasks=None):
     from jobs.worker import encode_partition
 
-    for out in encode_partition(batches, cfg, spec, C_ID, C_TEXT, passthrough, schema):
+    for out in encode_partition(batches, cfg, spec, C_ID, C_TEXT, passthrough, schema, tasks):
         if rows_done is not None:
             rows_done.add(out.num_rows)
         yield out
@@ -312,10 +315,12 @@ def _encode(batches, cfg, spec, passthrough, schema, rows_done=None):
 
 class Progress:
     """Logs encoding progress from the driver: rows done of total, rows/s and ETA, each time a partition finishes
-    (Spark merges a task's accumulator updates when the task ends), polled every few seconds."""
+    (Spark merges a task's accumulator updates when the task ends), polled every few seconds. ``tasks`` collects the
+    encoding tasks' records (the manifest's ``workers``)."""
 
     def __init__(self, sc, total: int, every_s: float = 5.0):
         self.rows = sc.accumulator(0)
+        self.tasks = sc.accumulator([], TaskRecords())
         self.total, self.every_s = total, every_s
         self._stop = None
 

@@ -1,20 +1,22 @@
 """Executor-side code: one encoder per Python worker process, reused across tasks and batches.
 
-Kept in an importable module (not the job's ``__main__``) so the cache survives between tasks under spark-submit
-too: a function pickled from ``__main__`` would carry a fresh copy of the cache with every task.
+Kept in an importable module (not the job's ``__main__``) so the cache (``encoder.cache``) survives between tasks
+under spark-submit too: a function pickled from ``__main__`` would carry a fresh copy of the cache with every task.
+Each encoding task reports the process that ran it (``task_record``) through an accumulator; the embed job folds the
+records into its manifest (``workers``).
 """
 from __future__ import annotations
 
-import logging
 import os
-import signal
-import sys
+import socket
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from encoder.cache import cached
 from encoder.encode import FeatureExtractor
 from encoder.schema import EMBEDDING, ID
 from encoder.model import load_encoder
@@ -22,8 +24,14 @@ from encoder.encoder_config import EncoderConfig
 from encoder.spec import FeatureSpec
 from encoder.table import encode_batch
 
-logger = logging.getLogger(__name__)
-_CACHE: dict[tuple, FeatureExtractor] = {}
+
+def task_gpus() -> list[str] | None:
+    """The GPU addresses Spark assigned this task (its ``gpu`` resource), or None when it has none."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx is not None else None
+    return list(gpus.addresses) if gpus is not None else None
 
 
 def task_device_and_threads(requested: str) -> tuple[str, int]:
@@ -32,14 +40,11 @@ def task_device_and_threads(requested: str) -> tuple[str, int]:
 
     ctx = TaskContext.get()
     threads = int(ctx.cpus()) if ctx is not None else 1
-    gpus = ctx.resources().get("gpu") if ctx is not None else None
-    if gpus is not None:        # what Spark assigned this task, in the executor log (the GPU wiring's test reads it)
-        print(f"task {ctx.partitionId()}: assigned gpu {list(gpus.addresses)}; encoder.device = {requested}",  # type: ignore[union-attr]
-              file=sys.stderr)
     if requested == "cpu":
         return "cpu", threads
-    if gpus is not None and gpus.addresses:
-        return f"cuda:{gpus.addresses[0]}", threads
+    gpus = task_gpus()
+    if gpus:
+        return f"cuda:{gpus[0]}", threads
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
@@ -47,77 +52,58 @@ def task_device_and_threads(requested: str) -> tuple[str, int]:
     return ("cuda" if torch.cuda.is_available() else "cpu"), threads
 
 
-def worker_extractor(cfg: EncoderConfig, spec: FeatureSpec) -> FeatureExtractor:
+def worker_extractor(cfg: EncoderConfig, spec: FeatureSpec, device: str, threads: int) -> FeatureExtractor:
     """Load (once per process) the encoder this task should use and check it reproduces ``spec``."""
-    device, threads = task_device_and_threads(cfg.device)
-    key = (cfg, spec.fingerprint, device, threads)
-    if key not in _CACHE:
-        _CACHE.clear()  # one model per worker process; free the old one first
+    def build() -> FeatureExtractor:
         extractor = FeatureExtractor(load_encoder(cfg.model, device=device, threads=threads), cfg)
         extractor.check_spec(spec)  # an executor with another model build must not write into this table
-        import encoder
+        return extractor
 
-        print(f"worker {os.getpid()}: project code from {Path(encoder.__file__).parent.parent}", file=sys.stderr)
-        _CACHE[key] = extractor
-    return _CACHE[key]
+    return cached("worker_extractor", (cfg, spec.fingerprint, device, threads), build)
+
+
+class TaskRecords:
+    """Accumulator param (``sc.accumulator([], TaskRecords())``): a list of small dicts, one per task; Spark merges a
+    task's list into the driver's when the task ends (a failed attempt's list is dropped)."""
+
+    def zero(self, value: list) -> list:
+        return []
+
+    def addInPlace(self, a: list, b: list) -> list:  # noqa: N802 - Spark's name
+        a.extend(b)
+        return a
+
+
+def task_record(device: str) -> dict:
+    """What the driver records about the process that ran a task: host, pid, where it imported the project from (the
+    shipped archive on a cluster), the encoder's device and the GPU Spark assigned the task (None: no GPU resource)."""
+    import encoder
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": device, "gpu": task_gpus(),
+            "project_code": str(Path(encoder.__file__).parent.parent)}
+
+
+def worker_summary(records: list[dict]) -> list[dict]:
+    """Task records -> one entry per process (and device and GPU) with the number of tasks it ran, in a stable order:
+    the manifest's ``workers``."""
+    fields = ("host", "pid", "project_code", "device", "gpu")
+    tasks = Counter(tuple(tuple(r[f]) if isinstance(r[f], list) else r[f] for f in fields) for r in records)
+    return [{**dict(zip(fields, key)), "gpu": list(key[-1]) if key[-1] is not None else None, "tasks": n}
+            for key, n in sorted(tasks.items(), key=lambda kv: [str(x) for x in kv[0]])]
 
 
 def encode_partition(batches: Iterator[pa.RecordBatch], cfg: EncoderConfig, spec: FeatureSpec, id_column: str,
-                     text_column: str, passthrough: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: input batches -> embedding-table batches, same rows, same order."""
-    extractor = worker_extractor(cfg, spec)
-    for k, batch in enumerate(batches):
+                     text_column: str, passthrough: Sequence[str], schema: pa.Schema, records=None
+                     ) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: input batches -> embedding-table batches, same rows, same order. ``records``: a
+    ``TaskRecords`` accumulator that gets this task's ``task_record``."""
+    device, threads = task_device_and_threads(cfg.device)
+    extractor = worker_extractor(cfg, spec, device, threads)
+    if records is not None:
+        records.add([task_record(device)])
+    for batch in batches:
         if batch.num_rows:
             yield encode_batch(batch, extractor, spec, id_column, text_column, passthrough, schema)
-            if k == 0:
-                _injected_fault()
-
-
-FAULT_ENV = "TEXT_EMBED_INJECT_FAULT"   # tests only: kill_worker | kill_executor, on a task's first attempt
-FAULT_ONCE_ENV = "TEXT_EMBED_INJECT_FAULT_ONCE"   # tests only: a file path; the fault fires only if it can create it
-
-
-def _injected_fault() -> None:
-    """A real SIGKILL at a known point, for the fault tests: of this Python worker, or of the executor JVM above it
-    (first attempt of partition 0 only, so the retry succeeds). Unset in production."""
-    fault = os.environ.get(FAULT_ENV)
-    if not fault:
-        return
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    # a lost executor takes its shuffle files along, so Spark re-runs the stage as a new stage attempt whose tasks
-    # start again at attempt 0 (Python's TaskContext does not say which stage attempt): with the once-file the
-    # fault fires once per run, not again in every re-run until the stage is aborted
-    if ctx is None or ctx.attemptNumber() != 0 or ctx.partitionId() != 0:
-        return
-    once = os.environ.get(FAULT_ONCE_ENV)
-    if once:
-        try:
-            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return
-    pid = os.getpid()
-    if fault == "kill_executor":
-        pid = _ancestor("CoarseGrainedExecutorBackend") or _ancestor("org.apache.spark") or pid
-    logger.warning("injected fault %s: SIGKILL to pid %d", fault, pid)
-    os.kill(pid, signal.SIGKILL)
-
-
-def _ancestor(marker: str) -> int | None:
-    pid = os.getppid()
-    while pid > 1:
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if marker in cmd:
-                return pid
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-    return None
-
-
-_SCORERS: dict[tuple, "object"] = {}
 
 
 def score_partition(batches: Iterator[pa.RecordBatch], heads_dir: str, spec: FeatureSpec, schema: pa.Schema
@@ -127,11 +113,8 @@ def score_partition(batches: Iterator[pa.RecordBatch], heads_dir: str, spec: Fea
     from heads.predict import predict_batch
     from heads.score import FusedScorer
 
-    key = (heads_dir, spec.fingerprint)
-    if key not in _SCORERS:
-        _SCORERS.clear()
-        _SCORERS[key] = FusedScorer(load_heads(heads_dir, spec), spec)
-    scorer = _SCORERS[key]
+    scorer = cached("heads_scorer", (heads_dir, spec.fingerprint),
+                    lambda: FusedScorer(load_heads(heads_dir, spec), spec))
     for batch in batches:
         if batch.num_rows:
             yield predict_batch(batch, scorer, schema)
@@ -159,7 +142,7 @@ def block_rows(batches: Iterator[pa.RecordBatch], blocks: list[tuple[int, int]],
                schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """mapInArrow body for near-duplicates: (id, embedding) -> one row per (row, pigeonhole block) with the block's
     value as bytes, so rows that share a block value meet in one join group."""
-    from encoder.quantize import codes_from_column
+    from encoder.quantize import codes_from_column, codes_to_column
     from search.duplicates import block_keys
 
     for batch in batches:
@@ -167,12 +150,9 @@ def block_rows(batches: Iterator[pa.RecordBatch], blocks: list[tuple[int, int]],
             continue
         codes = codes_from_column(batch.column(EMBEDDING), spec.n_bytes)
         for j, keys in enumerate(block_keys(codes, blocks)):
-            width = keys.dtype.itemsize
-            flat = pa.py_buffer(keys.tobytes())
-            offsets = pa.py_buffer((np.arange(len(keys) + 1, dtype=np.int32) * width).tobytes())
+            values = keys.view(np.uint8).reshape(len(keys), keys.dtype.itemsize)   # fixed-width void -> bytes
             yield pa.RecordBatch.from_arrays([batch.column(ID), batch.column(EMBEDDING),
-                                              pa.array(np.full(len(keys), j, np.int32)),
-                                              pa.Array.from_buffers(pa.binary(), len(keys), [None, offsets, flat])],
+                                              pa.array(np.full(len(keys), j, np.int32)), codes_to_column(values)],
                                              schema=schema)
 
 
