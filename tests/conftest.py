@@ -1,7 +1,14 @@
-"""Shared fixtures: one local[2] SparkSession for the whole run, and a tiny random BERT saved like a real model."""
+"""Shared fixtures: one local[2] SparkSession for the whole run, and a tiny random BERT saved like a real model.
+
+Markers (pytest.ini): ``spark`` for a test that starts a JVM (the ``spark`` fixture, a job's ``run``/``main``, a
+spark-submit), ``cluster`` for one that starts the standalone cluster. A test that uses the ``spark`` fixture, directly
+or through another fixture, gets ``spark`` here on its own; ``make test-fast`` (``-m "not spark and not cluster"``)
+runs the rest. An unmarked test that starts a JVM anyway fails: it runs with ``JAVA_HOME`` pointing at a ``java`` that
+only records the attempt and exits, so a missing marker shows in ``make test-fast`` instead of slowing it down."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -20,6 +27,47 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "man", "is", "playing", "guitar", "someone",
               "strumming", "stock", "market", "fell", "today", "hello", "world", ".", ",", "good", "bad", "movie",
               "very", "not", "i", "you", "it", "was", "and", "of", "to", "in"]
+
+
+JVM_MARKERS = ("spark", "cluster")
+NO_JVM_LOG = "TEXT_EMBED_TEST_NO_JVM_LOG"
+FAKE_JAVA = f"""#!/bin/sh
+echo "$0 $*" >> "${{{NO_JVM_LOG}:-/dev/null}}"
+echo "tests/conftest.py: this test started a JVM but is not marked spark or cluster" >&2
+exit 97
+"""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the ``spark`` fixture (directly or through another fixture) is a ``spark`` test."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) and item.get_closest_marker("spark") is None:
+            item.add_marker(pytest.mark.spark)
+
+
+@pytest.fixture(scope="session")
+def _fake_java_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("no_jvm")
+    (home / "bin").mkdir()
+    java = home / "bin" / "java"
+    java.write_text(FAKE_JAVA)
+    java.chmod(java.stat().st_mode | stat.S_IEXEC)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _no_jvm_without_a_marker(request, monkeypatch, tmp_path_factory):
+    """A test marked neither spark nor cluster must not start a JVM (in this process or a child)."""
+    if any(request.node.get_closest_marker(m) for m in JVM_MARKERS):
+        yield
+        return
+    log = tmp_path_factory.mktemp("jvm_log") / "java.log"
+    monkeypatch.setenv("JAVA_HOME", str(request.getfixturevalue("_fake_java_home")))
+    monkeypatch.setenv(NO_JVM_LOG, str(log))
+    yield
+    if log.exists():
+        pytest.fail(f"{request.node.nodeid} started a JVM ({log.read_text().strip()}) but is not marked "
+                    "spark or cluster (pytest.mark.spark, or use the spark fixture)", pytrace=False)
 
 
 def crash_after(fn):

@@ -22,7 +22,7 @@ from jobs.errors import InputError
 
 from .conftest import SAMPLE, crash_after
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.spark
 
 
 def config(tmp_path: Path, input_path: Path, fmt: str = "parquet", *more: str):

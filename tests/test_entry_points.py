@@ -17,7 +17,7 @@ from encoder.spec import FeatureSpec
 from .conftest import ROOT, SAMPLE
 
 
-@pytest.mark.e2e
+@pytest.mark.spark
 def test_spark_submit_runs_the_embed_job(tmp_path):
     src = tmp_path / "in.parquet"
     pq.write_table(pq.read_table(SAMPLE).slice(0, 60), src)

@@ -19,7 +19,7 @@ from encoder.table import open_table
 
 from .conftest import SAMPLE, crash_after
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.spark
 
 
 def test_heads_are_published_with_report_and_beat_majority(pipeline):

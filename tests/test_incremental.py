@@ -15,7 +15,7 @@ from jobs.common import load_config
 
 from .conftest import SAMPLE
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.spark
 
 
 def cfg(out: Path, src: Path, *more: str):

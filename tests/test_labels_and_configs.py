@@ -1,9 +1,12 @@
 """Label values, task columns and the head/training configs are checked at the edge, with errors that say where."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
+from encoder.spec import SpecMismatchError
 from encoder.typed_config import ConfigError, build, load_yaml
 from heads.data import Chunk, SplitRule, assign_splits
 from heads.metrics import multilabel_metrics
@@ -131,14 +134,27 @@ def test_task_names_that_clash_with_prediction_columns_are_refused():
             build(TrainHeadsConfig, base | {"tasks": tasks}, "x", "")
 
 
-def test_known_errors_raised_on_executors_keep_their_exit_code():
+def _raise_in_task(batches, error: Exception):
+    """A mapInArrow body that raises ``error`` on the executor once it has a batch."""
+    for _ in batches:
+        raise error
+    yield from ()
+
+
+@pytest.mark.parametrize("error,code", [
+    (SpecMismatchError("feature spec abc does not match this encoder"), 5),
+    (LabelError("column 'y' holds 7 (row id 'r13'); expected 0 or 1"), 3),
+    (ZeroDivisionError("division by zero"), None)])
+def test_known_errors_raised_on_executors_keep_their_exit_code(spark, error, code):
+    """A real executor error: the Python worker raises, the driver gets Spark's PythonException, not the error."""
+    from pyspark.errors import PythonException
+
     from jobs.errors import exit_code, one_line
 
-    class PythonException(Exception):   # the name Spark's wrapper has on the driver
-        pass
-
-    exc = PythonException("An exception was thrown from the Python worker.\nTraceback (most recent call last):\n"
-                          "  File x\nencoder.spec.SpecMismatchError: feature spec abc does not match this encoder\n")
-    assert exit_code(exc) == 5
-    assert one_line(exc) == "SpecMismatchError: feature spec abc does not match this encoder"
-    assert exit_code(PythonException("ZeroDivisionError: division by zero")) is None
+    with pytest.raises(PythonException) as caught:
+        spark.range(4, numPartitions=1).mapInArrow(partial(_raise_in_task, error=error), "id long").collect()
+    exc = caught.value
+    assert not isinstance(exc, type(error))
+    assert exit_code(exc) == code
+    if code is not None:
+        assert one_line(exc) == f"{type(error).__name__}: {error}"

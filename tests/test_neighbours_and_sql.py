@@ -24,7 +24,7 @@ from jobs.errors import InputError
 
 from .conftest import ROOT, SAMPLE
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.spark
 QUERIES = {"thanks": "Thank you so much, this made my day", "what": "What do you even mean by that?",
            "lol": "lol this is hilarious"}
 

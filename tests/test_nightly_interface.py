@@ -11,7 +11,7 @@ from jobs import embed
 
 from .conftest import SAMPLE
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.spark
 
 
 def test_dry_run_then_run_then_failure_are_logged(spark, tmp_path, capsys, caplog):

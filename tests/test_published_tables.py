@@ -15,8 +15,6 @@ from jobs.common import load_config
 
 from .conftest import SAMPLE
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def two_tables(spark, tmp_path_factory):

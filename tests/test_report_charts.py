@@ -1,7 +1,9 @@
 """Pictures beside the reports: the training report's confusion matrices and the predictions report (label counts and
-score histograms), checked against counts made independently from the Parquet tables with pyarrow."""
+score histograms), checked against counts made independently from the Parquet tables with pyarrow. What a chart
+plots is read from its matplotlib figure (the heat map's cells, the bars' lengths) as it is saved."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from heads.metrics import confusion_counts
 from jobs import apply_heads, embed, train_heads
-from jobs.charts import PNG_SIGNATURE, confusion_png
+from jobs.charts import PNG_SIGNATURE, confusion_png, distribution_png
 from jobs.common import load_config
 from jobs.prediction_report import BINS, NO_LABEL, PredictionSummary, TaskSummary, report_markdown, write_report
 
@@ -52,21 +54,54 @@ def label_table(n: int = 300) -> pa.Table:
     return pa.table(rows)
 
 
+def plotted(fig) -> dict:
+    """What a chart shows, read from its figure: a confusion heat map's cells, cell texts and axis labels, or a
+    distribution chart's label names, bar lengths (rows per label) and histogram bar heights."""
+    ax = fig.axes[0]
+    if ax.images:
+        return {"cells": np.asarray(ax.images[0].get_array()).tolist(), "texts": [t.get_text() for t in ax.texts],
+                "true": [t.get_text() for t in ax.get_yticklabels()],
+                "predicted": [t.get_text() for t in ax.get_xticklabels()]}
+    left, right = fig.axes[:2]
+    return {"names": [t.get_text() for t in left.get_yticklabels()],
+            "counts": [round(r.get_width()) for r in left.containers[0]],
+            "histogram": [round(r.get_height()) for r in right.containers[0]]}
+
+
+@contextlib.contextmanager
+def charts_drawn():
+    """{file name: plotted(figure)} for every figure saved inside the block (Figure.savefig wrapped, then restored)."""
+    from matplotlib.figure import Figure
+
+    seen: dict[str, dict] = {}
+    save = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        seen[Path(fname).name] = plotted(self)
+        return save(self, fname, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", savefig)
+        yield seen
+
+
 @pytest.fixture(scope="module")
 def pipeline(spark, tiny_model_dir, tmp_path_factory):
-    """embed (tiny model) -> train_heads (multiclass, binary, multilabel; with test rows) -> apply_heads."""
+    """embed (tiny model) -> train_heads (multiclass, binary, multilabel; with test rows) -> apply_heads; ``drawn``:
+    what each chart the jobs saved plots."""
     root = tmp_path_factory.mktemp("report_charts")
     data, emb, hd, pred = root / "data.parquet", root / "embed", root / "heads", root / "pred"
     pq.write_table(label_table(), data)
     embed.run(load_config(embed.EmbedConfig, "conf/embed.yaml", [
         f"input.path={data}", f"output.path={emb}", f"encoder.model={tiny_model_dir}", "encoder.layers=last",
         "encoder.quantization=fp32"]))
-    train_heads.run(load_config(train_heads.TrainHeadsConfig, "conf/train_heads.yaml", [
-        f"embeddings={emb}", f"labels.path={data}", f"output.path={hd}", f"tasks={TASKS}", "train.epochs=30",
-        "train.lr=0.2", "train.patience=8"]))   # a high rate: the tiny model's features need it to tell topics apart
-    manifest = apply_heads.run(load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
-        f"embeddings={emb}", f"heads={hd}", f"output.path={pred}"]))
-    return {"data": data, "heads": hd, "pred": pred, "manifest": manifest}
+    with charts_drawn() as drawn:
+        train_heads.run(load_config(train_heads.TrainHeadsConfig, "conf/train_heads.yaml", [
+            f"embeddings={emb}", f"labels.path={data}", f"output.path={hd}", f"tasks={TASKS}", "train.epochs=30",
+            "train.lr=0.2", "train.patience=8"]))   # a high rate: the tiny model's features need it to tell topics apart
+        manifest = apply_heads.run(load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
+            f"embeddings={emb}", f"heads={hd}", f"output.path={pred}"]))
+    return {"data": data, "heads": hd, "pred": pred, "manifest": manifest, "drawn": drawn}
 
 
 def assert_png(path: Path) -> None:
@@ -122,8 +157,20 @@ def test_confusion_counts_by_hand():
     assert isinstance(got[0][0], int)   # plain ints: json.dumps takes them
 
 
-def test_confusion_png_is_a_png(tmp_path):
-    assert_png(confusion_png(tmp_path / "c.png", [[3, 1], [0, 5]], ["no", "yes"], "t: true vs predicted"))
+def test_confusion_png_plots_its_counts(tmp_path):
+    with charts_drawn() as drawn:
+        assert_png(confusion_png(tmp_path / "c.png", [[3, 1], [0, 5]], ["no", "yes"], "t: true vs predicted"))
+    assert drawn["c.png"] == {"cells": [[3, 1], [0, 5]], "texts": ["3", "1", "0", "5"], "true": ["no", "yes"],
+                              "predicted": ["no", "yes"]}     # rows true, columns predicted, every cell written
+
+
+@pytest.mark.parametrize("log_scores", [False, True])
+def test_distribution_png_plots_its_counts_and_histogram(tmp_path, log_scores):
+    histogram = [0] * (BINS - 3) + [2, 0, 1_234]
+    with charts_drawn() as drawn:
+        assert_png(distribution_png(tmp_path / "d.png", ["a", "b", NO_LABEL], [6, 2, 3], histogram, "t", "p",
+                                    log_scores=log_scores))
+    assert drawn["d.png"] == {"names": ["a", "b", NO_LABEL], "counts": [6, 2, 3], "histogram": histogram}
 
 
 def test_prediction_report_markdown_by_hand():
@@ -138,7 +185,7 @@ def test_prediction_report_markdown_by_hand():
 
 
 # -- end to end (Spark) -------------------------------------------------------------------------------------------
-@pytest.mark.e2e
+@pytest.mark.spark
 def test_confusion_matrix_counts_the_evaluated_rows(pipeline):
     metrics = json.loads((pipeline["heads"] / "metrics.json").read_text())
     topic = metrics["topic"]
@@ -155,10 +202,12 @@ def test_confusion_matrix_counts_the_evaluated_rows(pipeline):
         expected[src["topic"][i], labels.index(predicted[src["id"][i]])] += 1
     assert (conf != conf.T).any()    # not symmetric: rows (true) and columns (predicted) swapped would fail
     assert conf.tolist() == expected.tolist()
+    chart = pipeline["drawn"]["confusion_topic.png"]          # and the chart plots those counts, the same way round
+    assert chart["cells"] == expected.tolist() and chart["true"] == chart["predicted"] == labels
     assert "confusion" not in metrics["flag"] and "confusion" not in metrics["tags"]
 
 
-@pytest.mark.e2e
+@pytest.mark.spark
 def test_training_report_links_one_confusion_png_per_multiclass_head(pipeline):
     hd = pipeline["heads"]
     report = (hd / "report.md").read_text()
@@ -168,7 +217,7 @@ def test_training_report_links_one_confusion_png_per_multiclass_head(pipeline):
     assert sorted(p.name for p in hd.glob("*.png")) == ["confusion_topic.png"]
 
 
-@pytest.mark.e2e
+@pytest.mark.spark
 def test_prediction_report_counts_equal_the_table(pipeline):
     pred, tasks = pipeline["pred"], pipeline["manifest"]["tasks"]
     table = pq.read_table(pred / "predictions")
@@ -188,9 +237,11 @@ def test_prediction_report_counts_equal_the_table(pipeline):
     assert linked_images(pred / "report.md") == [f"task_{n}.png" for n in tasks]
     for name in tasks:
         assert_png(pred / f"task_{name}.png")
+        chart = pipeline["drawn"][f"task_{name}.png"]         # the chart plots the table's counts, in report order
+        assert dict(zip(chart["names"], chart["counts"])) == expected[name] and chart["names"] == list(got[name])
 
 
-@pytest.mark.e2e
+@pytest.mark.spark
 def test_score_histograms_for_list_and_struct_scores(pipeline, spark, tmp_path):
     pred = pipeline["pred"]
     table = pq.read_table(pred / "predictions")
@@ -201,6 +252,10 @@ def test_score_histograms_for_list_and_struct_scores(pipeline, spark, tmp_path):
     assert sum(by["flag"].histogram[:BINS // 2]) == 0     # a binary head's chosen label has p >= 0.5
     scores = all_scores(table.column("tags_scores"))
     assert len(scores) == 3 * table.num_rows and by["tags"].histogram == histogram(scores)
+    drawn = pipeline["drawn"]                                 # the charts plot those histograms
+    assert drawn["task_topic.png"]["histogram"] == histogram(table.column("topic_score").to_numpy())
+    assert drawn["task_flag.png"]["histogram"] == histogram(table.column("flag_score").to_numpy())
+    assert drawn["task_tags.png"]["histogram"] == histogram(scores)
     # the other layout of the multilabel scores (list<float> <-> struct<label: float, ...>): same figures, same report
     labels = pipeline["manifest"]["tasks"]["tags"]["labels"]
     other = table.set_column(table.schema.get_field_index("tags_scores"), "tags_scores",
@@ -214,7 +269,7 @@ def test_score_histograms_for_list_and_struct_scores(pipeline, spark, tmp_path):
     assert_png(tmp_path / "other" / "task_tags.png")
 
 
-@pytest.mark.e2e
+@pytest.mark.spark
 def test_a_score_column_of_another_type_is_refused(pipeline, spark, tmp_path):
     df = spark.read.parquet(str(pipeline["pred"] / "predictions"))
     df = df.withColumn("topic_score", df["topic_score"].cast("string"))
