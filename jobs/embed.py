@@ -39,7 +39,8 @@ from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError, QuarantineLimitError
 from jobs.ingest import C_ID, C_REASON, C_SOURCE, C_TEXT, InputConfig, check_input, read_input
-from jobs.tables import arrow_type, check_table, parquet_rows, spark_schema, write_manifest, write_table
+from jobs.tables import arrow_type, check_table, id_hash_column, id_layout, parquet_rows, spark_schema, \
+    write_manifest, write_table
 from jobs.worker import TaskRecords, worker_summary
 
 logger = logging.getLogger("jobs.embed")
@@ -211,12 +212,8 @@ def merge(encoded, carried, spec: FeatureSpec, schema: pa.Schema, partitions: in
     """Encoded and carried rows as one table, laid out exactly as a full run lays it out (hash partitions of the id,
     sorted by id) and typed exactly as it types it (an Arrow pass-through restores the non-null columns and the
     spec on the embedding column that a Parquet read loses), so the files match a full run's."""
-    both = encoded.unionByName(carried).repartition(partitions, ID).sortWithinPartitions(ID)
-    return both.mapInArrow(_same_rows, spark_schema(schema, {EMBEDDING: {SPEC_METADATA_KEY: _spec_meta(spec)}}))
-
-
-def _same_rows(batches):
-    yield from batches
+    return id_layout(encoded.unionByName(carried), schema, partitions,
+                     {EMBEDDING: {SPEC_METADATA_KEY: _spec_meta(spec)}})
 
 
 def _spec_meta(spec: FeatureSpec) -> str:
@@ -265,7 +262,8 @@ def plan(cfg: EmbedConfig, extractor: FeatureExtractor, df) -> FeatureSpec:
     from pyspark.sql import functions as F
 
     def sample(n: int) -> list[str]:
-        return [r[0] for r in valid_rows(df).orderBy(F.xxhash64(C_ID), C_ID).select(C_TEXT).limit(n).collect()]
+        rows = valid_rows(df).orderBy(id_hash_column(F.col(C_ID)), C_ID).select(C_TEXT).limit(n)
+        return [r[0] for r in rows.collect()]
 
     return build_spec(cfg.encoder, extractor, sample)
 

@@ -122,8 +122,8 @@ def score_partition(batches: Iterator[pa.RecordBatch], heads_dir: str, spec: Fea
 
 def local_top_k(batches: Iterator[pa.RecordBatch], queries: np.ndarray, k: int, spec: FeatureSpec,
                 schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body for the neighbours search: this partition's k nearest rows of every query (q, id, hamming);
-    the job keeps the global top-k by (hamming, id)."""
+    """mapInArrow body for the neighbours search: this partition's k nearest rows of every query (q, id, hamming,
+    similarity by the library's one definition); the job keeps the global top-k by (hamming, id)."""
     from encoder.quantize import codes_from_column
     from search.index import CodeIndex
 
@@ -134,8 +134,8 @@ def local_top_k(batches: Iterator[pa.RecordBatch], queries: np.ndarray, k: int, 
     index = CodeIndex(t.column(ID).combine_chunks(), codes_from_column(t.column(EMBEDDING), spec.n_bytes), spec)
     found = index.search(queries, k)
     yield pa.RecordBatch.from_arrays([found.column("query").combine_chunks().cast(pa.int32()),
-                                      found.column(ID).combine_chunks(), found.column("hamming").combine_chunks()],
-                                     schema=schema)
+                                      found.column(ID).combine_chunks(), found.column("hamming").combine_chunks(),
+                                      found.column("similarity").combine_chunks()], schema=schema)
 
 
 def block_rows(batches: Iterator[pa.RecordBatch], blocks: list[tuple[int, int]], spec: FeatureSpec,

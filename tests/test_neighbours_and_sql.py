@@ -1,4 +1,4 @@
-"""Analysts: the neighbours job (search + near-duplicates) against the library, README's SQL examples in Spark SQL and
+"""Analysts: the neighbours job (search + near-duplicates) against the library, docs/search.md's SQL examples in Spark SQL and
 DuckDB, and the data dictionary; on the default pipeline's tables (real model, shipped sample)."""
 from __future__ import annotations
 
@@ -99,11 +99,11 @@ def test_bad_queries_radius_and_another_model_are_refused(pipeline, spark, tmp_p
     assert not (tmp_path / "nb").exists()
 
 
-# -- README's SQL examples ----------------------------------------------------------------------------------------
-def readme_queries() -> dict[tuple[str, str], str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = re.findall(r"```sql\n-- (spark|duckdb): (.+?)\n(.*?)```", text, re.S)
-    return {(engine, title.strip()): body for engine, title, body in found}
+# -- docs/search.md's SQL examples (each shown once, run in both engines) -----------------------------------------
+def doc_queries() -> dict[str, str]:
+    text = (ROOT / "docs" / "search.md").read_text(encoding="utf-8")
+    found = re.findall(r"```sql\n-- (.+?)\n(.*?)```", text, re.S)
+    return {title.strip(): body for title, body in found}
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def tables(pipeline, tmp_path_factory) -> dict[str, tuple[str, str]]:
 
 
 def expected(title: str, pipeline, tables) -> list[tuple]:
-    """Each README query's answer, computed without SQL."""
+    """Each docs/search.md query's answer, computed without SQL."""
     src = pq.read_table(SAMPLE).to_pydict()
     text = dict(zip(src["id"], src["text"]))
     pred = pq.read_table(pipeline["pred"] / "predictions").to_pydict()
@@ -145,7 +145,7 @@ def expected(title: str, pipeline, tables) -> list[tuple]:
         flipped = tables["_flipped"][1].split(",")
         now = dict(zip(pred["id"], pred["neutral"]))
         return [(i, {"neutral": "emotional", "emotional": "neutral"}[now[i]], now[i]) for i in flipped]
-    raise AssertionError(f"README has an SQL example this test does not know: {title!r}")
+    raise AssertionError(f"docs/search.md has an SQL example this test does not know: {title!r}")
 
 
 def check(title: str, rows: list[tuple], pipeline, tables) -> None:
@@ -164,17 +164,16 @@ def check(title: str, rows: list[tuple], pipeline, tables) -> None:
         assert [tuple(r) for r in rows] == want
 
 
-def test_readme_sql_examples_run_in_duckdb_and_spark(pipeline, spark, tables):
-    queries = readme_queries()
-    titles = {t for _, t in queries}
-    assert len(titles) == 4 and {(e, t) for e in ("spark", "duckdb") for t in titles} == set(queries)
-    assert any("bit_count(xor(" in q and "::BIT" in q for (e, _), q in queries.items() if e == "duckdb")
+def test_docs_sql_examples_run_in_duckdb_and_spark(pipeline, spark, tables):
+    queries = doc_queries()      # each example written once, run in both engines
+    assert len(queries) == 4 and any("hamming(" in q for q in queries.values())
     views = {k: v for k, v in tables.items() if not k.startswith("_")}
     con = sql.duckdb_connect(views)
     sql.spark_register(spark, views)
-    for (engine, title), query in sorted(queries.items()):
-        rows = con.sql(query).fetchall() if engine == "duckdb" else [tuple(r) for r in spark.sql(query).collect()]
-        check(title, rows, pipeline, tables)
+    for title, query in sorted(queries.items()):
+        for engine in ("duckdb", "spark"):
+            rows = con.sql(query).fetchall() if engine == "duckdb" else [tuple(r) for r in spark.sql(query).collect()]
+            check(title, rows, pipeline, tables)
 
 
 def test_spark_hamming_function_matches_the_library_and_handles_nulls(pipeline, spark, tables):
