@@ -7,15 +7,14 @@
     2 cores and >= 10x the loop. Also the full prediction path (probabilities and Arrow columns) on the same rows.
 (2) Training all 28 GoEmotions heads (one binary head per emotion) in one pass vs 28 separate trainings, on real
     GoEmotions texts encoded by the default encoder and stored as a Parquet table of codes.
+Timing: bench/timing.py; (1)'s three paths take turns within each repeat after a warm-up, medians.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,16 +33,7 @@ from heads.score import FusedScorer, score_one_by_one  # noqa: E402
 from heads.tasks import TaskConfig  # noqa: E402
 from heads.fitted import FittedHead  # noqa: E402
 from heads.train import TrainConfig, train_heads  # noqa: E402
-
-
-
-def median_time(fn, repeats: int) -> float:
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+from timing import compare, once  # noqa: E402
 
 
 def make_heads(n: int, dim: int, mix: str, seed: int = 0) -> list[FittedHead]:
@@ -75,34 +65,38 @@ def apply_bench(args, spec: FeatureSpec) -> None:
         emb = pa.Array.from_buffers(pa.binary(), args.rows, [None, offsets, flat])
         pq.write_table(pa.table({"id": ids, "embedding": emb}), path, compression="zstd")
         del codes, emb
-        t = time.perf_counter()
-        table = pq.read_table(path)
-        stored = codes_from_column(table.column("embedding"), spec.n_bytes)
-        read_s = time.perf_counter() - t
+
+        def read():
+            table = pq.read_table(path)
+            return table, codes_from_column(table.column("embedding"), spec.n_bytes)
+        read_s, (table, stored) = once(read)
     for mix in ("binary", "mixed", "mlp"):
         score_bench(args, spec, stored, table, make_heads(args.heads, spec.dim, mix), read_s if mix == "binary" else None)
 
 
 def score_bench(args, spec, stored, table, heads, read_s) -> None:
     scorer = FusedScorer(heads, spec)
-    scorer.logits(stored[:50_000])  # warm-up
-    fused_s = median_time(lambda: scorer.logits(stored), args.repeats)
-    fused_rate = args.rows / fused_s
     loop_rows = min(args.rows, 50_000)
-    loop_s = median_time(lambda: score_one_by_one(heads, spec, stored[:loop_rows]), args.repeats)
-    loop_rate = loop_rows / loop_s
+    full_rows = min(args.rows, 200_000)
     # Full prediction path: probabilities + Arrow columns, in 8,192-row record batches.
     schema = predictions_schema(heads)
-    batches = table.slice(0, 200_000).to_batches(max_chunksize=8192)
-    full_s = median_time(lambda: [predict_batch(b, scorer, schema) for b in batches], args.repeats)
-    full_rate = 200_000 / full_s
+    batches = table.slice(0, full_rows).to_batches(max_chunksize=8192)
+    t = compare({"fused": lambda: scorer.logits(stored),
+                 "one by one": lambda: score_one_by_one(heads, spec, stored[:loop_rows]),
+                 "full path": lambda: [predict_batch(b, scorer, schema) for b in batches]}, args.repeats,
+                warmup={"fused": lambda: scorer.logits(stored[:50_000]),
+                        "one by one": lambda: score_one_by_one(heads, spec, stored[:1000]),
+                        "full path": lambda: predict_batch(batches[0], scorer, schema)})
+    fused_s, fused_rate = t.median("fused"), t.rate("fused", args.rows)
+    loop_rate = t.rate("one by one", loop_rows)
+    full_rate = t.rate("full path", full_rows)
     outs = sum(h.module.n_outputs for h in heads)
     n_mlp = sum(1 for h in heads if h.module.hidden)
     n_multi = sum(1 for h in heads if h.task.kind == "multiclass")
     kind = f"{args.heads - n_mlp - n_multi} binary + {n_multi} 4-class linear" + (f" + {n_mlp} MLP(32)" if n_mlp else "")
     print(f"(1) {kind} heads ({outs} outputs) on {args.rows:,} stored rows, {torch.get_num_threads()} threads, "
           f"cpu: fused {fused_rate:,.0f} rows/s ({fused_s:.2f} s) vs one head at a time {loop_rate:,.0f} rows/s: "
-          f"ratio {fused_rate / loop_rate:.1f}x (bars: >= 1,000,000 rows/s and >= 10x)")
+          f"ratio {t.speedup('fused', 'one by one', args.rows, loop_rows):.1f}x (bars: >= 1,000,000 rows/s and >= 10x)")
     if read_s is not None:
         print(f"    reading the codes from Parquet: {args.rows / read_s:,.0f} rows/s")
     print(f"    full prediction path (probabilities, labels, Arrow columns, 8,192-row batches): {full_rate:,.0f} "
@@ -127,28 +121,30 @@ def train_bench(args) -> None:
     cfg = EncoderConfig()
     fx = FeatureExtractor(load_encoder(cfg.model, threads=os.cpu_count() or 1), cfg)
     spec = build_spec(cfg, fx)
-    t = time.perf_counter()
-    parts = []
-    for tbl, split in ((tr, "train"), (va, "validation")):
-        codes = fx.encode(tbl.column("text").to_pylist(), spec).codes
-        parts.append(pa.table({"id": tbl.column("id"), "embedding": pa.array([c.tobytes() for c in codes],
-                                                                             pa.binary()),
-                               **{c: tbl.column(c).cast(pa.int64()) for c in cols},
-                               "split": pa.array([split] * tbl.num_rows)}))
-    enc_s = time.perf_counter() - t
+
+    def encode_parts() -> list:
+        parts = []
+        for tbl, split in ((tr, "train"), (va, "validation")):
+            codes = fx.encode(tbl.column("text").to_pylist(), spec).codes
+            parts.append(pa.table({"id": tbl.column("id"), "embedding": pa.array([c.tobytes() for c in codes],
+                                                                                 pa.binary()),
+                                   **{c: tbl.column(c).cast(pa.int64()) for c in cols},
+                                   "split": pa.array([split] * tbl.num_rows)}))
+        return parts
+    enc_s, parts = once(encode_parts)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.parquet"
         pq.write_table(pa.concat_tables(parts), path, row_group_size=8192)
         tasks = [TaskConfig(c, "binary", (c,)) for c in cols]
         tc = TrainConfig(epochs=10, patience=3)
         source = arrow_source(path, spec, cols, SplitRule("split"))
-        t = time.perf_counter()
-        together = train_heads(source, tasks, spec.dim, tc)
-        one_pass = time.perf_counter() - t
-        t = time.perf_counter()
-        separate = [train_heads(arrow_source(path, spec, [task.columns[0]], SplitRule("split")), [task], spec.dim, tc)[0]
-                    for task in tasks]
-        sep_s = time.perf_counter() - t
+        # one training each (minutes), no warm-up: both read the same cached Parquet file
+        t = compare({"one pass": lambda: train_heads(source, tasks, spec.dim, tc),
+                     "separate": lambda: [train_heads(arrow_source(path, spec, [task.columns[0]], SplitRule("split")),
+                                                      [task], spec.dim, tc)[0] for task in tasks]},
+                    repeats=1, warmup=0)
+        together, separate = t.results["one pass"], t.results["separate"]
+        one_pass, sep_s = t.median("one pass"), t.median("separate")
     same = sum(torch.equal(a.module.out.weight, b.module.out.weight) for a, b in zip(together, separate))
     print(f"(2) 28 GoEmotions heads on {tr.num_rows:,} train + {va.num_rows:,} validation rows (encoded in "
           f"{enc_s:.0f} s): one pass {one_pass:.1f} s vs 28 separate trainings {sep_s:.1f} s: ratio "

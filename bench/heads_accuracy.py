@@ -9,14 +9,15 @@ For each SentEval (mr, cr, subj, mpqa, sst2, trec) and TweetEval task: encode th
   bin0     our linear head on binary codes, zero thresholds (sign bits, what the table stores by default),
   binC     our linear head on binary codes, calibrated thresholds (per-dimension median of the training rows).
 Bars: fp32 within 0.5 points of ref on average; binC within 2 points of fp32 on average.
-Splits: the data's own train/validation/test; sets without a test split (mr, cr, subj, mpqa) get a deterministic
-80/10/10 hash split; tweeteval/sentiment has no train split, so its validation rows are hash-split 90/10 into
-train/validation; sets without a validation split (trec) hold out 10% of train by hash. Rows are subsampled by sha1(id) to the caps so the whole run fits a 2-core machine.
+Rows: bench/study.py's loader (the transfer study's rule): the data's own train/validation/test; sets without a test
+split (mr, cr, subj, mpqa) get a deterministic 80/10/10 split by the project's id hash (encoder/hashing.py);
+tweeteval/sentiment has no train split, so its validation rows are split 90/10 into train/validation; sets without a
+validation split (trec) hold out 10% of train; then the first rows by id hash up to the caps, so the whole run fits a
+2-core machine.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -26,42 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _setup import DATA, require_data  # noqa: E402  (path, offline env)
 
 import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+
+from study import SplitCaps, load_rows  # noqa: E402
 
 SENTEVAL = ["mr", "cr", "subj", "mpqa", "sst2", "trec"]
 TWEETEVAL = ["emoji", "emotion", "hate", "irony", "offensive", "sentiment", "stance_abortion", "stance_atheism",
              "stance_climate", "stance_feminist", "stance_hillary"]
-
-
-def _h(i: str) -> int:
-    return int(hashlib.sha1(i.encode()).hexdigest()[:12], 16)
-
-
-def load_task(folder: Path, caps: dict[str, int]) -> dict[str, tuple[list[str], np.ndarray]]:
-    """-> {'train'|'validation'|'test': (texts, labels)}, subsampled by sha1(id)."""
-    parts = {}
-    for split in ("train", "validation", "test"):
-        f = folder / f"{split}.parquet"
-        if f.exists():
-            t = pq.read_table(f, columns=["id", "text", "label"]).to_pydict()
-            parts[split] = list(zip(t["id"], t["text"], t["label"]))
-    if "test" not in parts:  # whole set in one file: 80/10/10 by hash
-        rows = parts.pop("train")
-        parts = {"train": [r for r in rows if _h(r[0]) % 10 < 8], "validation": [r for r in rows if _h(r[0]) % 10 == 8],
-                 "test": [r for r in rows if _h(r[0]) % 10 == 9]}
-    if "train" not in parts:  # tweeteval/sentiment: no train split
-        rows = parts.pop("validation")
-        parts["train"] = [r for r in rows if _h(r[0]) % 10 != 0]
-        parts["validation"] = [r for r in rows if _h(r[0]) % 10 == 0]
-    if "validation" not in parts:  # e.g. trec: train/test only; 10% of train by hash chooses the epochs
-        rows = parts.pop("train")
-        parts["train"] = [r for r in rows if _h(r[0]) % 10 != 0]
-        parts["validation"] = [r for r in rows if _h(r[0]) % 10 == 0]
-    out = {}
-    for split, rows in parts.items():
-        rows = sorted(rows, key=lambda r: _h(r[0]))[: caps[split]]
-        out[split] = ([r[1] for r in rows], np.array([r[2] for r in rows], dtype=np.int64))
-    return out
 
 
 def main() -> None:
@@ -82,7 +53,7 @@ def main() -> None:
     from encoder.build_spec import build_spec
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
-from encoder.features import FeatureSettings
+    from encoder.features import FeatureSettings
     from heads.data import Chunk
     from heads.tasks import TaskConfig
     from heads.train import TrainConfig, train_heads
@@ -92,17 +63,18 @@ from encoder.features import FeatureSettings
     cfg = EncoderConfig(features=FeatureSettings(**overrides))
     fx = FeatureExtractor(load_encoder(cfg.model, threads=os.cpu_count() or 1), cfg)
     spec0 = build_spec(cfg, fx)
-    caps = {"train": args.train_cap, "validation": args.val_cap, "test": args.test_cap}
+    caps = SplitCaps(args.train_cap, args.val_cap, args.test_cap)
     tasks = args.tasks or [f"senteval/{t}" for t in SENTEVAL] + [f"tweeteval/{t}" for t in TWEETEVAL]
-    print(f"encoder {spec0.model['name']} layers={list(spec0.layers)} combine={spec0.layer_combine} "
-          f"pooling={spec0.pooling} dim={spec0.dim}; caps "
+    fs = spec0.features
+    print(f"encoder {spec0.model['name']} layers={list(fs.layers)} combine={fs.layer_combine} "
+          f"pooling={fs.pooling} dim={spec0.dim}; caps "
           f"train/val/test {args.train_cap}/{args.val_cap}/{args.test_cap}; test accuracy in %")
     print("| task | train | test | classes | ref LR fp32 | ours fp32 | ours binary zero | ours binary calibrated |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     t0 = time.perf_counter()
     for name in tasks:
-        data = load_task(DATA / name, caps)
+        data, _ = load_rows(DATA, name, ["label"], caps)
         feats = {s: fx.features(texts).values for s, (texts, _) in data.items()}
         y = {s: lab for s, (_, lab) in data.items()}
         n_cls = int(max(v.max() for v in y.values())) + 1

@@ -1,23 +1,23 @@
 """Long texts: `truncate` (256 tokens) vs `chunks` (overlapping windows pooled into one feature), in one run.
 
     python bench/long_texts.py [--train 4000 --val 500 --test 2500]     # ~20 minutes on 2 cores; needs ../shared/data
+    python bench/long_texts.py --quick         # every step on small inputs, ~2 minutes (figures mean little)
 
 (1) blog_authorship, its five tasks (gender, age, age_group, industry, sign): test accuracy of linear heads on
-    fp32 and binary features from each strategy, and encode texts/s. Rows subsampled by sha1(id) to the caps;
+    fp32 and binary features from each strategy, and encode texts/s (the two take turns on each split). Rows: the
+    first by the project's id hash (bench/study.py, encoder/hashing.py) up to the caps;
     validation chooses the epoch, test is read once. Window pooling variants (token-weighted mean = the spec's,
     max, first window + mean) are pooled from the same window features.
 (2) Control: the longest texts of ag_news (all within one window): identical codes under both strategies.
 (3) Cost per text against token count: real blog text cut to 128..4,096 tokens, encoded with chunks; cost per token
-    relative to texts of one full window (256 tokens) and to short texts (the median blog post).
+    relative to texts of one full window (256 tokens) and to short texts (the median blog post); medians of 3 after a
+    warm-up (bench/timing.py).
 Writes out/long_texts/report.md and long_texts.png.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from encoder.build_spec import build_spec  # noqa: E402
 from encoder.encode import FeatureExtractor  # noqa: E402
-from encoder.encoder_config import EncoderConfig
+from encoder.encoder_config import EncoderConfig  # noqa: E402
 from encoder.features import FeatureSettings  # noqa: E402
 from encoder.model import load_encoder  # noqa: E402
 from encoder.windows import pool_windows  # noqa: E402
@@ -37,13 +37,11 @@ from heads.data import Chunk  # noqa: E402
 from heads.inputs import head_inputs  # noqa: E402
 from heads.tasks import TaskConfig  # noqa: E402
 from heads.train import TrainConfig, evaluate, train_heads  # noqa: E402
+from study import hash_order  # noqa: E402
+from timing import compare  # noqa: E402
 
 TASKS = ("gender", "age", "age_group", "industry", "sign")
 SPLITS = ("train", "validation", "test")
-
-
-def _h(i: str) -> int:
-    return int(hashlib.sha1(i.encode()).hexdigest()[:12], 16)
 
 
 def load_blog(caps: dict[str, int]) -> dict[str, dict]:
@@ -51,17 +49,15 @@ def load_blog(caps: dict[str, int]) -> dict[str, dict]:
     out = {}
     for split in SPLITS:
         t = pq.read_table(d / f"{split}.parquet", columns=["id", "text", *TASKS]).to_pydict()
-        order = sorted(range(len(t["id"])), key=lambda i: _h(t["id"][i]))[:caps[split]]
+        order = hash_order(t["id"])[:caps[split]]
         out[split] = {k: [t[k][i] for i in order] for k in t}
     return out
 
 
-def window_features(fx: FeatureExtractor, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Every window's pooled feature, its owner text and weight, and the encode seconds (windows, batches, model)."""
-    t = time.perf_counter()
+def window_features(fx: FeatureExtractor, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every window's pooled feature, its owner text and weight (windows, batches, model: what chunks costs)."""
     ids, owner, weights, _, _ = fx.windows(texts)
-    values = fx.encode_ids(ids, len(texts))
-    return values, owner, weights, time.perf_counter() - t
+    return fx.encode_ids(ids, len(texts)), owner, weights
 
 
 def pool_variant(values, owner, weights, n, how: str) -> np.ndarray:
@@ -96,18 +92,25 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--val", type=int, default=500)
     ap.add_argument("--test", type=int, default=2500)
-    ap.add_argument("--out", default=str(ROOT / "out" / "long_texts"))
+    ap.add_argument("--quick", action="store_true", help="60/30/60 posts, 200 control texts, lengths up to 1,024 "
+                                                         "tokens, one repeat (a smoke run; out/long_texts_quick)")
+    ap.add_argument("--out", default=None, help="report folder (default out/long_texts)")
     args = ap.parse_args()
+    if args.quick:
+        args.train, args.val, args.test = min(args.train, 60), min(args.val, 30), min(args.test, 60)
+    args.out = args.out or str(ROOT / "out" / ("long_texts_quick" if args.quick else "long_texts"))
+    repeats = 1 if args.quick else 3
     torch.set_num_threads(2)
     loaded = load_encoder("package", threads=2)
     trunc_cfg, chunk_cfg = EncoderConfig(), EncoderConfig(features=FeatureSettings(long_text="chunks"))
     trunc, chunk = FeatureExtractor(loaded, trunc_cfg), FeatureExtractor(loaded, chunk_cfg)
     spec = build_spec(trunc_cfg, trunc)
     fp32, binary = spec.replace(quantization="fp32"), spec
+    fs, cs = spec.features, chunk_cfg.features
     lines: list[str] = ["# Long texts: truncate vs chunks", "",
-                        f"Encoder: {spec.model['name']}, layers {list(spec.features.layers)} {spec.features.layer_combine}, "
-                        f"{spec.features.pooling} pooling, {spec.dim} dims; chunks: window {chunk_cfg.features.chunk_tokens} tokens, "
-                        f"stride {chunk_cfg.features.chunk_stride}, at most {chunk_cfg.features.max_chunks} windows; 2 threads, cpu.", ""]
+                        f"Encoder: {spec.model['name']}, layers {list(fs.layers)} {fs.layer_combine}, {fs.pooling} "
+                        f"pooling, {spec.dim} dims; chunks: window {cs.chunk_tokens} tokens, stride {cs.chunk_stride}, "
+                        f"at most {cs.max_chunks} windows; 2 threads, cpu.", ""]
 
     def say(line=""):
         print(line)
@@ -116,15 +119,16 @@ def main() -> None:
     # (1) blog_authorship ---------------------------------------------------------------------------------------
     data = load_blog({"train": args.train, "validation": args.val, "test": args.test})
     feats: dict[str, dict[str, np.ndarray]] = {}
-    rates: dict[str, list[float]] = {"truncate": [], "chunks": []}
+    seconds = {"truncate": 0.0, "chunks": 0.0}
     tokens = []
     for split in SPLITS:
         texts = data[split]["text"]
-        t = time.perf_counter()
-        f_trunc = trunc.features(texts)
-        rates["truncate"].append(len(texts) / (time.perf_counter() - t))
-        values, owner, weights, secs = window_features(chunk, texts)
-        rates["chunks"].append(len(texts) / secs)
+        t = compare({"truncate": lambda: trunc.features(texts), "chunks": lambda: window_features(chunk, texts)},
+                    repeats=1, warmup=0)       # one pass each over thousands of posts, taking turns
+        for k in seconds:
+            seconds[k] += t.median(k)
+        f_trunc = t.results["truncate"]
+        values, owner, weights = t.results["chunks"]
         tokens.append(f_trunc.n_tokens)
         feats.setdefault("truncate", {})[split] = f_trunc.values
         for how in ("mean", "max", "first+mean"):
@@ -133,8 +137,8 @@ def main() -> None:
     n_texts = sum(len(data[s]["text"]) for s in SPLITS)
     say(f"(1) blog_authorship: {args.train}/{args.val}/{args.test} train/validation/test posts; tokens median "
         f"{int(np.median(tok))}, p95 {int(np.percentile(tok, 95))}; {np.mean(tok > 256):.0%} longer than 256.")
-    say(f"    encode: truncate {n_texts / sum(n / r for n, r in zip([len(data[s]['text']) for s in SPLITS], rates['truncate'])):.1f} texts/s, "
-        f"chunks {n_texts / sum(n / r for n, r in zip([len(data[s]['text']) for s in SPLITS], rates['chunks'])):.1f} texts/s")
+    say(f"    encode: truncate {n_texts / seconds['truncate']:.1f} texts/s, chunks {n_texts / seconds['chunks']:.1f} "
+        "texts/s")
     say("")
     say("| task | classes | " + " | ".join(f"{v} fp32 | {v} binary" for v in feats) + " |")
     say("|---|---|" + "---|---|" * len(feats))
@@ -164,11 +168,11 @@ def main() -> None:
 
     # (2) control: the longest ag_news texts --------------------------------------------------------------------
     ag = pq.read_table(require_data() / "ag_news" / "test.parquet", columns=["text"]).column("text").to_pylist()
-    ag = sorted(ag, key=len, reverse=True)[:1500]
+    ag = sorted(ag, key=len, reverse=True)[:200 if args.quick else 1500]
     ct, cc = trunc.features(ag), chunk.features(ag)
     within = cc.n_tokens <= chunk_cfg.features.chunk_tokens
     same = binary.encode_features(ct.values[within]) == binary.encode_features(cc.values[within])
-    say(f"(2) control, the 1,500 longest ag_news texts (tokens max {int(ct.n_tokens.max())}): {int(within.sum())} "
+    say(f"(2) control, the {len(ag):,} longest ag_news texts (tokens max {int(ct.n_tokens.max())}): {int(within.sum())} "
         f"within one window; identical binary codes {int(same.all(axis=1).sum())} of {int(within.sum())} "
         f"({'bar met' if same.all() else 'bar not met'}); bits differing {int((~same).sum())}")
     say("")
@@ -176,20 +180,18 @@ def main() -> None:
     # (3) cost per text against token count ---------------------------------------------------------------------
     pool_text = " ".join(data["train"]["text"][:400])
     ids = chunk.loaded.tokenizer(pool_text, add_special_tokens=False, verbose=False)["input_ids"]
-    say("(3) cost per text against token count (chunks; each text a different cut of real blog text; median of 3)")
+    say(f"(3) cost per text against token count (chunks; each text a different cut of real blog text; median of "
+        f"{repeats})")
     say("")
     say("| tokens | texts | s per text | s per 1k tokens | vs 256-token texts | vs median-length texts |")
     say("|---|---|---|---|---|---|")
     cost, counts = {}, {}
-    for n_tok, n in ((int(np.median(tok)), 64), (256, 32), (512, 16), (1024, 8), (2048, 8), (4096, 4)):
+    sizes = ((int(np.median(tok)), 64), (256, 32), (512, 16), (1024, 8), (2048, 8), (4096, 4))
+    for n_tok, n in sizes[:4] if args.quick else sizes:
         texts = [chunk.loaded.tokenizer.decode(ids[k * 50: k * 50 + n_tok - 2]) for k in range(n)]
-        chunk.features(texts[:1])
-        ts = []
-        for _ in range(3):
-            t = time.perf_counter()
-            chunk.features(texts)
-            ts.append(time.perf_counter() - t)
-        cost[n_tok], counts[n_tok] = statistics.median(ts) / n, n
+        t = compare({"chunks": lambda: chunk.features(texts)}, repeats,
+                    warmup={"chunks": lambda: chunk.features(texts[:1])})
+        cost[n_tok], counts[n_tok] = t.per_item("chunks", n), n
     base_med, base_256 = cost[int(np.median(tok))] / int(np.median(tok)), cost[256] / 256
     worst = 1.0
     for n_tok, c in cost.items():

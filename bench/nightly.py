@@ -9,8 +9,9 @@
 (2) The embed job on the cluster (jobs/cluster.py: master + 2 workers x 1 core, the project as a wheel) against
     local[2,4] on the same --cluster-rows texts, both started cold as a nightly schedule starts them (a fresh
     `python -m jobs.embed` process against spark-submit): rows/s from each run's manifest (bar >= 0.8x), and each
-    command's wall-clock seconds beside it. The cluster pays a fixed ~25 s more (executor JVMs and Python workers
-    start after the application registers), so its ratio grows with the corpus.
+    command's wall-clock seconds beside it (bench/timing.py's ``once``: cold runs are not repeated). The cluster pays
+    a fixed ~25 s more (executor JVMs and Python workers start after the application registers), so its ratio grows
+    with the corpus.
 Writes out/nightly/report.md.
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,6 +31,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from jobs import cluster, embed  # noqa: E402
 from jobs.common import load_config  # noqa: E402
+from timing import once  # noqa: E402
 
 OUT = ROOT / "out" / "nightly"
 
@@ -85,11 +86,9 @@ def main() -> None:
         m = args.cluster_rows
         pq.write_table(pa.table({k: v[:m] for k, v in day1.items()}), tmp / "c.parquet")
         # both cold, as a nightly cron starts them: a fresh `python -m jobs.embed` on local[2,4] vs spark-submit
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "jobs.embed", "--set", f"input.path={tmp / 'c.parquet'}", "--set",
-                        f"output.path={tmp / 'local'}", "--set", "output.mode=full"], cwd=ROOT, check=True,
-                       capture_output=True)
-        wall_local = time.perf_counter() - t
+        wall_local, _ = once(lambda: subprocess.run(
+            [sys.executable, "-m", "jobs.embed", "--set", f"input.path={tmp / 'c.parquet'}", "--set",
+             f"output.path={tmp / 'local'}", "--set", "output.mode=full"], cwd=ROOT, check=True, capture_output=True))
         local = json.loads((tmp / "local" / "manifest.json").read_text())
         state = tmp / "cluster"
         try:
@@ -98,9 +97,8 @@ def main() -> None:
                                                             f"input.path={tmp / 'c.parquet'}", "--set",
                                                             f"output.path={tmp / 'on_cluster'}", "--set",
                                                             "output.mode=full"], master=url, state=state)
-            t = time.perf_counter()
-            subprocess.run(cmd, env=cluster.env(state), check=True, capture_output=True)
-            wall_cluster = time.perf_counter() - t
+            wall_cluster, _ = once(lambda: subprocess.run(cmd, env=cluster.env(state), check=True,
+                                                          capture_output=True))
         finally:
             cluster.down(state)
         on = json.loads((tmp / "on_cluster" / "manifest.json").read_text())

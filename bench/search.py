@@ -3,15 +3,15 @@ force, in one run.
 
     python bench/search.py [--texts 20000 --queries 500 --corpus 1000000]   # ~15 minutes on 2 cores; ../shared/data
 
-(1) Quality. 20,000 real texts (12,400 GoEmotions train comments + the 7,600 AG News test articles), encoded once with
-    the default spec (all-MiniLM-L6-v2, last 4 layers averaged, mean pooling, normalised): recall@10 of the binary
-    top-10 against the fp32 cosine top-10 for 500 of them as queries (self excluded), and of binary candidates
-    rescored by int8 / fp32 vectors; Spearman of each similarity against SICK relatedness (senteval/sick_e test,
-    4,906 pairs). Bytes per text beside each.
+(1) Quality. 20,000 real texts (12,400 GoEmotions train comments, the first by the id hash of bench/study.py, + the
+    7,600 AG News test articles), encoded once with the default spec (all-MiniLM-L6-v2, last 4 layers averaged, mean
+    pooling, normalised): recall@10 of the binary top-10 against the fp32 cosine top-10 for 500 of them as queries
+    (self excluded), and of binary candidates rescored by int8 / fp32 vectors; Spearman of each similarity against
+    SICK relatedness (senteval/sick_e test, 4,906 pairs). Bytes per text beside each.
 (2) Speed. Exact top-10 over 1,000,000 codes (the 20,000 real codes, each repeated 50 times with 8% of its bits
     flipped at random, so distances look like real ones), 256 real queries: the library (search/kernels.py) vs FAISS
-    IndexBinaryFlat, both on 2 threads, same codes; then the Spark search (jobs/neighbours.py, local[2]) vs the
-    library on the same 1,000,000 codes.
+    IndexBinaryFlat, both on 2 threads, same codes, taking turns (bench/timing.py: warm-up, medians of the repeats);
+    then the Spark search (jobs/neighbours.py, local[2]) vs the library on the same 1,000,000 codes.
 (3) Near-duplicates on 50,000 codes (20,000 real + 30,000 copies with 0..12 bits flipped): pigeonhole blocks vs all
     pairs, pairs found and time.
 Writes out/search/report.md and search.png. Encoded features are cached in out/search/ (keyed by the texts).
@@ -40,14 +40,12 @@ from encoder.model import load_encoder  # noqa: E402
 from encoder.quantize import calibrate_scales, dequantize, quantize  # noqa: E402
 from search.duplicates import near_duplicates  # noqa: E402
 from search.kernels import pair_hamming, rescore, top_k  # noqa: E402
+from study import hash_order  # noqa: E402
 from tests.oracles import brute_force_pairs  # noqa: E402
+from timing import compare  # noqa: E402
 
 OUT = ROOT / "out" / "search"
 THREADS = 2
-
-
-def _h(i: str) -> int:
-    return int(hashlib.sha1(i.encode()).hexdigest()[:12], 16)
 
 
 def corpus_texts(n: int) -> list[str]:
@@ -55,7 +53,7 @@ def corpus_texts(n: int) -> list[str]:
     ag = pq.read_table(d / "ag_news" / "test.parquet", columns=["id", "text"]).to_pydict()
     go = pq.read_table(d / "goemotions" / "train.parquet", columns=["id", "text"]).to_pydict()
     n_go = max(n - len(ag["text"]), 0)
-    order = sorted(range(len(go["id"])), key=lambda i: _h(go["id"][i]))[:n_go]
+    order = hash_order(go["id"])[:n_go]
     return ([go["text"][i] for i in order] + ag["text"])[:n]
 
 
@@ -154,22 +152,17 @@ def speed(spec, codes: np.ndarray, args) -> dict:
     faiss.omp_set_num_threads(THREADS)
     index = faiss.IndexBinaryFlat(spec.dim)
     index.add(big)
-    index.search(queries[:8], 10)                                            # warm
-    top_k(queries[:8], big, 10)
-    lib, fai = [], []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        rows, dist = top_k(queries, big, 10)
-        lib.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        fd, fi = index.search(queries, 10)
-        fai.append(time.perf_counter() - t)
+    t = compare({"library": lambda: top_k(queries, big, 10), "faiss": lambda: index.search(queries, 10)},
+                args.repeats, warmup={"library": lambda: top_k(queries[:8], big, 10),
+                                      "faiss": lambda: index.search(queries[:8], 10)})
+    rows, dist = t.results["library"]
+    fd, _ = t.results["faiss"]
     assert np.array_equal(np.sort(fd, 1), dist), "FAISS and the library disagree on the top-10 distances"
-    lib_qps, faiss_qps = len(queries) / min(lib), len(queries) / min(fai)
+    lib_qps, faiss_qps = t.rate("library", len(queries)), t.rate("faiss", len(queries))
     print(f"\n(2) Speed: exact top-10 over {len(big):,} codes of {spec.n_bytes} bytes, {len(queries)} queries, "
-          f"{THREADS} threads, best of {args.repeats}")
+          f"{THREADS} threads, median of {args.repeats} interleaved")
     print(f"library {lib_qps:,.0f} queries/s, FAISS IndexBinaryFlat {faiss_qps:,.0f} queries/s: ratio "
-          f"{lib_qps / faiss_qps:.2f}x (bar >= 0.5x, aim >= 1x); same distances")
+          f"{t.speedup('library', 'faiss'):.2f}x (bar >= 0.5x, aim >= 1x); same distances")
     spark_qps = spark_search(spec, big, queries, rows, dist, args)
     print(f"Spark search (local[2], {args.spark_partitions} partitions, warm) {spark_qps:,.1f} queries/s vs the library "
           f"in-process {lib_qps:,.0f}: ratio {spark_qps / lib_qps:.2f}x")
@@ -198,17 +191,13 @@ def spark_search(spec, big: np.ndarray, queries: np.ndarray, rows: np.ndarray, d
         table = _T()
         table.spec = spec  # type: ignore[attr-defined]
         qids = [f"q{i:03d}" for i in range(len(queries))]
-        run = lambda: neighbours.search(df, qids, queries, 10, table, pa.string()).collect()  # noqa: E731
-        run()
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            out = run()
-            times.append(time.perf_counter() - t)
+        t = compare({"spark": lambda: neighbours.search(df, qids, queries, 10, table, pa.string()).collect()},
+                    args.repeats)
+        out = t.results["spark"]
     got = sorted((r["query_id"], r["rank"], r["hamming"]) for r in out)
     want = sorted((qids[q], k + 1, int(dist[q, k])) for q in range(len(queries)) for k in range(10))
     assert got == want, "the Spark search disagrees with the library"
-    return len(queries) / min(times)
+    return t.rate("spark", len(queries))
 
 
 def duplicates(codes: np.ndarray, args) -> list:
@@ -222,12 +211,10 @@ def duplicates(codes: np.ndarray, args) -> list:
     out = []
     print(f"\n(3) Near-duplicates over {len(data):,} codes (pigeonhole blocks vs all pairs)")
     for radius in args.radii:
-        t = time.perf_counter()
-        pairs, d = near_duplicates(data, radius)
-        tp = time.perf_counter() - t
-        t = time.perf_counter()
-        bp, bd = brute_force_pairs(data, radius)
-        tb = time.perf_counter() - t
+        t = compare({"blocks": lambda: near_duplicates(data, radius),
+                     "all pairs": lambda: brute_force_pairs(data, radius)}, repeats=1, warmup=0)   # one run each
+        (pairs, d), (bp, bd) = t.results["blocks"], t.results["all pairs"]
+        tp, tb = t.median("blocks"), t.median("all pairs")
         same = np.array_equal(pairs, bp) and np.array_equal(d, bd)
         rec = len({tuple(p) for p in pairs} & {tuple(p) for p in bp}) / max(len(bp), 1)
         print(f"radius {radius:2d}: {len(pairs):,} pairs (brute force {len(bp):,}), recall {rec:.3f}, identical "
