@@ -77,10 +77,10 @@ class StudyCaps:
     c_grid: tuple[float, ...] = (0.1, 1.0, 10.0)         # logistic regression C, chosen on validation
 
     def scaled(self, s: float) -> "StudyCaps":
-        """A new object with every row cap multiplied by ``s`` (settings unchanged)."""
+        """A new object with the task and SICK row caps multiplied by ``s`` (the calibration sample and the settings
+        unchanged)."""
         return dataclasses.replace(self, held_out=self.held_out.scaled(s), tuning_eval=self.tuning_eval.scaled(s),
-                                   tuning=self.tuning.scaled(s), sick_pairs=int(self.sick_pairs * s),
-                                   calibration_per_task=max(1, int(self.calibration_per_task * s)))
+                                   tuning=self.tuning.scaled(s), sick_pairs=int(self.sick_pairs * s))
 
     def evaluation(self, task: str) -> SplitCaps:
         return self.held_out if task in HELD_OUT else self.tuning_eval
