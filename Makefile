@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run embed train_heads apply_heads train_encoder study crossover plan neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
+.PHONY: setup run embed train_heads apply_heads train_encoder study crossover costs plan neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -48,7 +48,12 @@ study: $(STAMP)
 # Shared encoder or one model per task (needs ../shared/data; under an hour on 2 cores): per-task teachers and
 # students against the shared encoder's heads, cost per 1M texts for N = 1..20 tasks, N*; out/crossover/report.md
 crossover: $(STAMP)
-	$(BIN)/python bench/crossover.py
+	$(BIN)/python bench/costs.py
+	$(BIN)/python bench/crossover.py --costs out/crossover/costs.json
+
+# Re-measure the per-text costs the planner reads (docs/costs.json) on this machine: ~7 minutes on 2 cores
+costs: $(STAMP)
+	$(BIN)/python bench/costs.py --write
 
 # The planner on your numbers: make plan TASKS=12 TEXTS=5e6 TOKENS=60 (costs: docs/costs.json)
 TASKS  ?= 12

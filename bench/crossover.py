@@ -3,7 +3,7 @@ per-text costs bench/costs.py measures (the ones the planner, ``python -m jobs.p
 
     python bench/crossover.py [--tasks ... | all] [--steps 100] [--scale 1] [--costs FILE] [--write]   # ~40 minutes
     python bench/crossover.py --quick          # the whole path: 2 tasks, tiny caps, minutes (figures mean nothing)
-    python bench/costs.py [--write]            # the costs themselves (was: crossover.py --costs-only), ~7 minutes
+    python bench/costs.py [--write]            # the costs themselves, ~7 minutes
 
 Accuracy (the transfer study's tasks, rows and caps, bench/study.py; default: its 12 held-out + 2 tuning tasks;
 --tasks all: 22):
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -162,8 +161,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--costs", default=str(DEFAULT_COSTS),
                     help="measured costs (bench/costs.py writes out/crossover/costs.json; default: the planner's "
                          "docs/costs.json)")
-    ap.add_argument("--costs-only", action="store_true",
-                    help="moved to bench/costs.py (runs it; kept for the planner's message)")
     ap.add_argument("--write", action="store_true", help="also copy the charts to docs/")
     ap.add_argument("--tasks", default=None,
                     help="comma-separated study tasks, or 'all' (every tuning and held-out task of bench/study.py); "
@@ -193,10 +190,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.costs_only:
-        cmd = [sys.executable, str(Path(__file__).resolve().parent / "costs.py"), *(["--write"] if args.write else [])]
-        print("crossover.py --costs-only has moved to bench/costs.py: running " + " ".join(cmd[1:]), flush=True)
-        raise SystemExit(subprocess.run(cmd).returncode)
     from encoder.encode import tokenize
     from encoder.model import load_encoder
 

@@ -3,7 +3,7 @@
     python -m jobs.plan --tasks 12 --texts-per-day 5e6 --mean-tokens 60 [--device cpu|gpu] [--costs docs/costs.json]
 
 Seconds come from the per-text costs measured on this project's reference machine (``docs/costs.json``, written by
-``bench/crossover.py --costs-only``; re-measure on your hardware and pass ``--costs``); FLOPs are counted from the
+``bench/costs.py --write``; re-measure on your hardware and pass ``--costs``); FLOPs are counted from the
 architectures. Prints the cost per day of the shared path (one encoder pass + N heads on the stored codes) and of N
 per-task students (and, as the upper bound, N per-task teachers), N* for seconds and for FLOPs, and the storage per
 day for each quantization. No Spark.
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texts-per-day", type=float, required=True)
     ap.add_argument("--mean-tokens", type=float, required=True, help="mean tokens per text, special tokens included")
     ap.add_argument("--device", default="cpu", help="a device the costs file has (cpu, gpu)")
-    ap.add_argument("--costs", default=str(DEFAULT_COSTS), help="measured costs (bench/crossover.py --costs-only)")
+    ap.add_argument("--costs", default=str(DEFAULT_COSTS), help="measured costs (bench/costs.py --write)")
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
     a = ap.parse_args(argv)
     if not Path(a.costs).is_file():
         print(f"jobs.plan: no measured costs at {a.costs}; measure them on this machine with "
-              "python bench/crossover.py --costs-only --write (about 7 minutes)", file=sys.stderr)
+              "python bench/costs.py --write (about 7 minutes)", file=sys.stderr)
         return 2
     try:
         model = CostModel.load(a.costs)

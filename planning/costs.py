@@ -1,6 +1,6 @@
 """The cost of serving N tasks: one shared encoder pass + N heads on stored codes, against N per-task models.
 
-Seconds come from measured per-text costs (``docs/costs.json``, re-measured by ``bench/crossover.py --costs-only``):
+Seconds come from measured per-text costs (``docs/costs.json``, re-measured by ``bench/costs.py --write``):
 an encoder pass over a text of t tokens costs a + b·t + c·t² seconds (attention is quadratic in t), fitted on this
 machine at several lengths; a head on a stored code costs a fixed time per text; each job run pays fixed seconds
 (Spark session, model load, publication). FLOPs are counted from the architectures (``encoder.flops``).
@@ -57,7 +57,7 @@ class CostModel:
     def device(self, name: str) -> DeviceCosts:
         if name not in self.devices:
             raise ValueError(f"no costs measured for device {name!r} (measured: {sorted(self.devices)}); run "
-                             f"bench/crossover.py --costs-only on such a machine")
+                             f"bench/costs.py --write on such a machine")
         return self.devices[name]
 
 

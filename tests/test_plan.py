@@ -63,7 +63,7 @@ def test_planner_cli_prints_both_paths_and_refuses_an_unmeasured_device(tmp_path
 def test_planner_without_measured_costs_says_how_to_measure_them(tmp_path, capsys):
     assert plan_cli.main(["--tasks", "3", "--texts-per-day", "1e6", "--mean-tokens", "40", "--costs",
                           str(tmp_path / "none.json")]) == 2
-    assert "bench/crossover.py --costs-only --write" in capsys.readouterr().err
+    assert "bench/costs.py --write" in capsys.readouterr().err
 
 
 def test_a_length_distribution_costs_the_mean_of_its_texts_not_the_cost_of_its_mean(tmp_path):
@@ -84,7 +84,7 @@ def test_a_length_distribution_costs_the_mean_of_its_texts_not_the_cost_of_its_m
 
 
 def test_the_committed_costs_load_and_the_planner_uses_them_by_default(capsys):
-    """docs/costs.json (written by bench/crossover.py --costs-only --write) is the planner's default: it must stay
+    """docs/costs.json (written by bench/costs.py --write) is the planner's default: it must stay
     loadable, hold CPU costs for all three paths, and carry its check against a measured run."""
     model = CostModel.load(plan_cli.DEFAULT_COSTS)
     cpu = model.device("cpu")
