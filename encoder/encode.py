@@ -76,7 +76,8 @@ class FeatureExtractor:
             prefix, suffix = self._special_tokens()
             content = f.chunk_tokens - len(prefix) - len(suffix)
             if not 1 <= f.chunk_stride <= content:
-                raise ConfigError(source, "encoder.chunk_stride", f"= {f.chunk_stride}; with {len(prefix) + len(suffix)} "
+                raise ConfigError(source, "encoder.chunk_stride", f"= {f.chunk_stride}; with "
+                                  f"{len(prefix) + len(suffix)} "
                                   f"special tokens per window this model allows 1..{content}")
         try:
             self.settings = f.resolve(loaded.num_layers)      # layers as hidden-state indices

@@ -35,6 +35,7 @@ class EncoderConfig:
     autocast: Autocast = "fp16"              # GPU only; CPU always runs fp32
 
     def validate(self, source: str, prefix: str) -> None:
-        require_at_least(self, ("calibration_rows", "token_budget", "gpu_token_budget", "max_batch_rows"), 1, source, prefix)
+        require_at_least(self, ("calibration_rows", "token_budget", "gpu_token_budget", "max_batch_rows"), 1, source,
+                         prefix)
         if self.thresholds_from is not None and self.thresholds != "calibrated" and self.quantization == "binary":
             raise ConfigError(source, f"{prefix}thresholds_from", "is only used with thresholds: calibrated")

@@ -42,8 +42,8 @@ def pooled_features(model: Any, ids: torch.Tensor, mask: torch.Tensor, settings:
     with torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype is not None and ids.is_cuda):
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=not only_last)
     hidden = {num_layers: out.last_hidden_state} if only_last else out.hidden_states
-    return pool_layers(hidden, mask, settings.layers, settings.pooling, settings.layer_combine,  # type: ignore[arg-type]
-                       settings.normalize)
+    return pool_layers(hidden, mask, settings.layers, settings.pooling,  # type: ignore[arg-type]
+                       settings.layer_combine, settings.normalize)  # type: ignore[arg-type]
 
 
 def batch_features(model: Any, rows: Sequence[Sequence[int]], pad_id: int, settings: FeatureSettings,

@@ -63,7 +63,8 @@ def pool_positions(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> t
 
     ``cls`` takes position 0; ``mean`` averages real tokens only; ``max`` ignores padded positions, so a large value
     on a pad token never leaks into the result; ``mean_sqrt_len`` divides the sum of the real tokens by the square
-    root of their number (sentence-transformers' ``mean_sqrt_len_tokens``: longer texts keep a larger norm). Runs on whatever device the tensors are on.
+    root of their number (sentence-transformers' ``mean_sqrt_len_tokens``: longer texts keep a larger norm). Runs on
+    whatever device the tensors are on.
     """
     if mode == "cls":
         return hidden[:, 0, :]

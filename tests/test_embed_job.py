@@ -51,7 +51,8 @@ def test_publishes_table_manifest_and_spec(spark, tmp_path, sample_slice, real_l
     table = pq.read_table(out / "embeddings")
     assert table.column_names == ["id", "embedding", "text_sha256", "n_tokens", "truncated", "split"]
     spec = FeatureSpec.load(out)
-    assert spec.features.layers == (3, 4, 5, 6) and spec.features.layer_combine == "mean" and spec.n_bytes == 48  # conf/embed.yaml
+    assert spec.features.layers == (3, 4, 5, 6) and spec.features.layer_combine == "mean"  # conf/embed.yaml
+    assert spec.n_bytes == 48
     assert set(len(b) for b in table.column("embedding").to_pylist()) == {spec.n_bytes}
     part = sorted((out / "embeddings").glob("*.parquet"))[0]
     assert spec_from_parquet(part)["fingerprint"] == spec.fingerprint == manifest["feature_spec"]["fingerprint"]
