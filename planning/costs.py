@@ -3,7 +3,7 @@
 Seconds come from measured per-text costs (``docs/costs.json``, re-measured by ``bench/costs.py --write``):
 an encoder pass over a text of t tokens costs a + b·t + c·t² seconds (attention is quadratic in t), fitted on this
 machine at several lengths; a head on a stored code costs a fixed time per text; each job run pays fixed seconds
-(Spark session, model load, publication). FLOPs are counted from the architectures (``encoder.flops``).
+(Spark session, model load, publication). FLOPs are counted from the architectures (``planning.flops``).
 The crossover N* is the smallest N at which the shared path is no dearer: E + N·H <= N·S, so N* = ceil(E / (S - H)).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planning.flops import Architecture, encoder_flops, head_flops
+from .flops import Architecture, encoder_flops, head_flops
 from encoder.quantize import QUANTIZATIONS, code_bytes
 
 PATHS = ("shared", "student", "teacher")
