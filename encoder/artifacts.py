@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
+class ArtifactError(ValueError):
+    """A stored artifact (a published table, a head folder, a manifest) is not what it promises: missing, truncated,
+    edited, or its parts disagree. Its message names the file and what is wrong."""
+
+
 def read_versioned_json(path: Path, format_version: int | tuple[int, ...], what: str) -> dict[str, Any]:
     """The JSON object at ``path``; a missing file or a ``format_version`` this code does not read is an error."""
     versions = (format_version,) if isinstance(format_version, int) else format_version

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .hashing import file_sha256
+from .typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,14 @@ PACKAGE_MODEL = "package"
 FINGERPRINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                      "special_tokens_map.json", "lineage.json")
 LINEAGE = "lineage.json"
+
+
+class ModelError(ConfigError):
+    """The model folder named by ``encoder.model`` cannot be loaded safely: missing, pickle-only, truncated or garbage
+    weights, an unknown architecture. A config problem (exit code 2): the key names a folder this code cannot use."""
+
+    def __init__(self, model: str, message: str):
+        super().__init__(str(model), "encoder.model", message)
 
 
 def resolve_model_path(model: str) -> Path:

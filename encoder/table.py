@@ -12,6 +12,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .artifacts import ArtifactError
 from .encode import FeatureExtractor
 from .hashing import text_sha256
 from .quantize import codes_to_column
@@ -22,7 +23,7 @@ SPARK_ROW_METADATA = b"org.apache.spark.sql.parquet.row.metadata"
 EMBEDDINGS_DIR, MANIFEST = "embeddings", "manifest.json"
 
 
-class TableError(ValueError):
+class TableError(ArtifactError):
     """A published table is not what it promises (a file of another spec, repeated ids, a missing part)."""
 
 

@@ -49,6 +49,11 @@ def runs_dir(output: Path) -> Path:
     return output.parent / f"{output.name}.runs"
 
 
+class OutputError(OSError):
+    """The output cannot be written (a read-only or full filesystem, no permission): nothing was published and the
+    previous good output is untouched. Its message names the path."""
+
+
 class OutputLockedError(RuntimeError):
     """Another live run is writing the same output path."""
 
