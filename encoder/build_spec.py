@@ -11,13 +11,35 @@ from typing import Callable, Sequence
 from .encode import FeatureExtractor
 from .encoder_config import EncoderConfig
 from .quantize import calibrate_scales, calibrate_thresholds
-from .spec import FeatureSpec, SpecMismatchError
+from .spec import CODE_FIELDS, FeatureSpec, SpecMismatchError
 from .typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
 SampleTexts = Callable[[int], Sequence[str]]
 """Given a row count, returns up to that many texts of the input (deterministically chosen) for calibration."""
+
+
+CODE_KEYS = {"quantization": "encoder.quantization", "threshold_mode": "encoder.thresholds"}
+"""Each field of a spec's code part -> the config key that sets it (for errors that name the setting)."""
+assert set(CODE_KEYS) == set(CODE_FIELDS)
+
+
+def code_settings(cfg: EncoderConfig) -> dict[str, str]:
+    """The code part this config asks for (the threshold mode is ``zero`` unless binary + calibrated)."""
+    return {"quantization": cfg.quantization, "threshold_mode": cfg.thresholds if cfg.quantization == "binary"
+            else "zero"}
+
+
+def check_code(stored: FeatureSpec, cfg: EncoderConfig, what: str, hint: str) -> None:
+    """Refuse a stored spec whose code part is not the one ``cfg`` asks for: SpecMismatchError (exit code 5) naming
+    each setting, so a spec change never passes by reusing the stored spec silently."""
+    want, have = code_settings(cfg), stored.code_part()
+    diff = [k for k in CODE_FIELDS if want[k] != have[k]]
+    if diff:
+        detail = "; ".join(f"{CODE_KEYS[k]} = {want[k]!r} but {what} stores {have[k]!r}" for k in diff)
+        raise SpecMismatchError(f"{detail}: {what} holds a {stored.quantization}/{stored.threshold_mode} spec "
+                                f"({stored.fingerprint[:16]}…); {hint}")
 
 
 def needs_calibration(cfg: EncoderConfig) -> bool:
@@ -46,9 +68,8 @@ def build_spec(cfg: EncoderConfig, extractor: FeatureExtractor, sample_texts: Sa
             scales = calibrate_scales(x)
         else:
             thresholds = calibrate_thresholds(x)
-    mode = cfg.thresholds if cfg.quantization == "binary" else "zero"
     return FeatureSpec(model=dict(extractor.loaded.fingerprint), features=extractor.settings, dim=extractor.dim,
-                       quantization=cfg.quantization, threshold_mode=mode, thresholds=thresholds, scales=scales)
+                       **code_settings(cfg), thresholds=thresholds, scales=scales)
 
 
 def _reuse(cfg: EncoderConfig, extractor: FeatureExtractor) -> FeatureSpec:
@@ -62,8 +83,6 @@ def _reuse(cfg: EncoderConfig, extractor: FeatureExtractor) -> FeatureSpec:
         extractor.check_spec(stored)
     except SpecMismatchError as exc:
         raise ConfigError(str(cfg.thresholds_from), key, f"was made by another encoder: {exc}") from None
-    mode = cfg.thresholds if cfg.quantization == "binary" else "zero"
-    if stored.quantization != cfg.quantization or stored.threshold_mode != mode:
-        raise ConfigError(str(cfg.thresholds_from), key, f"holds a {stored.quantization}/{stored.threshold_mode} "
-                          f"spec; this run asks for {cfg.quantization}/{cfg.thresholds}")
+    check_code(stored, cfg, f"{key} ({cfg.thresholds_from})",
+               "point encoder.thresholds_from at a spec of these settings, or drop it to calibrate anew")
     return stored

@@ -79,6 +79,20 @@ class FeatureSpec:
             "quantization": self.quantization, "threshold_mode": self.threshold_mode, "n_bytes": self.n_bytes,
             "bitorder": BITORDER, "arrays": sorted(k for k in ARRAYS if getattr(self, k) is not None)}
 
+    def code_part(self) -> dict[str, Any]:
+        """The settings that decide how the features become stored bytes (``CODE_FIELDS``), as JSON values."""
+        return {k: getattr(self, k) for k in CODE_FIELDS}
+
+    def differences(self, other: "FeatureSpec") -> list[str]:
+        """The settings in which ``other`` differs from this spec (feature part, code part, arrays), by name."""
+        mine, theirs = self.feature_part() | self.code_part(), other.feature_part() | other.code_part()
+        out = [k for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)]
+        for name in ARRAYS:
+            a, b = getattr(self, name), getattr(other, name)
+            if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
+                out.append(name)
+        return out
+
     def feature_part(self) -> dict[str, Any]:
         """The part an extractor must reproduce (model, settings, width), as JSON values."""
         return feature_part(self.model, self.features, self.dim)
@@ -178,6 +192,9 @@ class FeatureSpec:
             raise SpecMismatchError(f"feature spec {self.fingerprint[:16]}… does not match {what} ({detail})")
 
 
+CODE_FIELDS = ("quantization", "threshold_mode")
+"""The code part of a spec: every setting that changes the stored bytes of the same features (a new one is added
+here and in ``encoder.build_spec.CODE_KEYS``, which names its config key)."""
 ARRAYS = ("thresholds", "scales")
 """The per-dimension arrays (stored in the safetensors file)."""
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project im
 
 import pyarrow as pa
 
-from encoder.build_spec import build_spec, needs_calibration
+from encoder.build_spec import build_spec, check_code, needs_calibration
 from encoder.cache import cached
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
@@ -154,13 +154,15 @@ def base_table(cfg: EmbedConfig, extractor: FeatureExtractor, spec: FeatureSpec 
     if cfg.output.mode != "incremental" or current is None:
         return None
     base = open_table(current)
-    if spec is None:          # calibrated thresholds: the base's own spec, if this encoder reproduces it
+    what, hint = f"the published table {current.name}", "a new model or spec needs output.mode=full"
+    if spec is None:          # calibrated: the base's own thresholds, if this encoder and these code settings fit it
         extractor.check_spec(base.spec)
+        check_code(base.spec, cfg.encoder, what, hint)
         return base
     if spec.fingerprint != base.spec.fingerprint:
-        raise SpecMismatchError(f"output.mode = incremental builds on the published table {current.name}, whose "
-                                f"feature spec is {base.spec.fingerprint[:16]}…; this config gives "
-                                f"{spec.fingerprint[:16]}…; a new model or spec needs output.mode=full")
+        raise SpecMismatchError(f"output.mode = incremental builds on {what}, whose feature spec is "
+                                f"{base.spec.fingerprint[:16]}…; this config gives {spec.fingerprint[:16]}… "
+                                f"(differs in {', '.join(base.spec.differences(spec))}); {hint}")
     return base
 
 

@@ -14,7 +14,7 @@ from encoder.typed_config import ConfigError
 from encoder.encode import FeatureExtractor
 from encoder.quantize import unpack_signs
 from encoder.schema import QUARANTINE_REASONS
-from encoder.spec import FeatureSpec
+from encoder.spec import FeatureSpec, SpecMismatchError
 from encoder.table import spec_from_parquet
 from jobs import embed
 from jobs.common import load_config
@@ -204,7 +204,9 @@ def test_calibrated_thresholds_are_stored_and_reused(spark, tmp_path, sample_sli
     assert m2["feature_spec"]["fingerprint"] == m1["feature_spec"]["fingerprint"]
     zero = tmp_path / "zero_spec"
     spec.replace(threshold_mode="zero", thresholds=None).save(zero)
-    with pytest.raises(ConfigError, match=r"encoder\.thresholds_from holds a binary/zero spec"):
+    # a reused spec of other code settings is a spec mismatch (exit 5) naming the setting (issue 19: was exit 2)
+    with pytest.raises(SpecMismatchError, match=r"encoder\.thresholds = 'calibrated' but encoder\.thresholds_from .* "
+                                                r"holds a binary/zero spec"):
         embed.run(config(tmp_path / "mixed", sample_slice, "parquet", "encoder.thresholds=calibrated",
                          f"encoder.thresholds_from={zero}"))
 

@@ -113,3 +113,26 @@ def test_incremental_apply_rescores_only_changed_codes_and_equals_a_full_apply(s
     m = apply_heads.run(load_config(apply_heads.ApplyHeadsConfig, "conf/apply_heads.yaml", [
         f"embeddings={emb}", f"heads={other}", f"output.path={pred}"]))
     assert "incremental" not in m
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("encoder.quantization=int8", "encoder.quantization = 'int8' but the published table"),      # calibrated
+    ("encoder.thresholds=calibrated", "encoder.thresholds = 'calibrated' but the published table"),  # calibrated
+    ("encoder.quantization=fp16", "differs in quantization"),                                 # no calibration
+])
+def test_a_code_setting_change_over_the_base_is_exit_5_naming_the_setting(spark, tmp_path, tiny_model_dir, capsys,
+                                                                          setting, named):
+    """An incremental run whose spec must be calibrated reused the base's spec after comparing only the feature
+    part: int8 over a binary table exited 0 and published a binary table. Every code setting is compared now."""
+    src = tmp_path / "in.parquet"
+    pq.write_table(pq.read_table(SAMPLE, columns=["id", "text", "split"]).slice(0, 40), src)
+    args = ["--config", "conf/embed.yaml", "--set", f"input.path={src}", "--set", f"output.path={tmp_path / 'out'}",
+            "--set", f"encoder.model={tiny_model_dir}", "--set", "encoder.layers=all", "--set",
+            "encoder.calibration_rows=20"]
+    assert embed.main(args) == 0
+    before = (tmp_path / "out").resolve()
+    capsys.readouterr()
+    assert embed.main(args + ["--set", setting]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SpecMismatchError" in err[0] and named in err[0], err
+    assert (tmp_path / "out").resolve() == before                       # the published table is untouched
