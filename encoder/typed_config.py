@@ -52,13 +52,66 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
-def load_yaml(text: str):
-    """Parse YAML text with the project's safe loader (no Python object tags, YAML 1.2 booleans)."""
+MAX_YAML_NODES = 100_000
+"""The most values one YAML document may build, an alias counted each time it is used. A config holds a few
+hundred; nine aliases of nine aliases, eight levels deep (an "anchor bomb"), would be 43 million."""
+
+
+def load_yaml(text: str, source: str = "(yaml)"):
+    """Parse YAML text with the project's safe loader (no Python object tags, YAML 1.2 booleans). A key given twice
+    in one mapping and a document that expands past ``MAX_YAML_NODES`` values are a ConfigError naming the key;
+    nothing is built before both are checked."""
     loader = _Loader(text)   # a SafeLoader: what yaml.safe_load does, with the booleans above
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_document(node, source)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(source, "(file)", "nests too deeply to be a config") from None
     finally:
         loader.dispose()
+
+
+def _check_document(root: yaml.Node, source: str) -> None:
+    """Walk the composed document as it would be built (aliases expanded), without building it: every mapping's
+    keys once each (a merge key ``<<`` may be overridden, as YAML allows), at most ``MAX_YAML_NODES`` values."""
+    count = 0
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise ConfigError(source, path or "(top level)", f"expands to more than {MAX_YAML_NODES:,} values (an "
+                              "alias counted each time it is used); refusing to build it")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value_node, path))
+                    continue
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "(complex key)"
+                child = f"{path}.{name}" if path else str(name)
+                if isinstance(key_node, yaml.ScalarNode):
+                    line, ident = key_node.start_mark.line + 1, (key_node.tag, key_node.value)
+                    if ident in seen:
+                        raise ConfigError(source, child, f"is given twice (line {seen[ident]} and line {line}); "
+                                          "write each key once")
+                    seen[ident] = line
+                stack.append((key_node, child))
+                stack.append((value_node, child))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: what is wrong and where (PyYAML's own text spans lines, with a snippet)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        what = "; ".join(p for p in (exc.context, exc.problem) if p)
+        mark = exc.problem_mark or exc.context_mark
+        return f"{what} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else what
+    return " ".join(str(exc).split())
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -67,9 +120,9 @@ def read_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(str(p), "(file)", "does not exist")
     try:
-        data = load_yaml(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"), str(p))
     except yaml.YAMLError as exc:
-        raise ConfigError(str(p), "(file)", f"is not valid YAML: {exc}") from None
+        raise ConfigError(str(p), "(file)", f"is not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -85,7 +138,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
             raise ConfigError(source, item, "must look like key.path=value")
         key, raw = item.split("=", 1)
         try:
-            value = load_yaml(raw)
+            value = load_yaml(raw, f"{source} (--set {key.strip()})")
         except yaml.YAMLError:
             value = raw
         node = out

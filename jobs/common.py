@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from encoder.typed_config import apply_overrides, build, read_yaml
+from encoder.typed_config import ConfigError, apply_overrides, build, read_yaml
 from jobs.errors import exit_code, one_line
 
 T = TypeVar("T")
@@ -26,6 +26,15 @@ class SparkSettings:
     arrow_batch_rows: int = 512         # rows per Arrow batch into Python (Spark's default 10000 is too coarse)
     shuffle_partitions: int = 8         # small default; raise on a cluster
     conf: dict[str, Any] = field(default_factory=dict)  # any other spark.* settings, passed through
+
+    def validate(self, source: str, prefix: str) -> None:
+        for key, value in self.conf.items():   # Spark takes strings: a list or mapping here is a mistake (or a bomb)
+            if not isinstance(key, str):
+                raise ConfigError(source, f"{prefix}conf.{key}", "is not a string; Spark settings are named spark.*")
+            if not isinstance(value, (str, int, float)):   # bool is an int
+                kind = "null" if value is None else "mapping" if isinstance(value, dict) else type(value).__name__
+                raise ConfigError(source, f"{prefix}conf.{key}", f"is a {kind}; a Spark setting is a string, number "
+                                  "or true/false")
 
 
 def parse_args(argv: list[str] | None, prog: str, default_config: str, dry_run: bool = False) -> argparse.Namespace:
