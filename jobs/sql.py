@@ -9,6 +9,24 @@ Views (each only when its table exists):
   published predictions run before it (kept by ``output.keep_runs``), to see what changed;
 - ``neighbours``, ``duplicates``: the neighbours job's tables (``--neighbours``, default out/neighbours).
 
+Read-only: analysts' SQL reads the published views and nothing else; anything else is a ``QueryRefusedError``
+(exit code 8, one line on stderr), checked by each engine's own parser and enforced by its own controls:
+
+- DuckDB: the statement must be one query (``StatementType.SELECT`` by DuckDB's parser, ``extract_statements``: SELECT,
+  WITH, FROM, VALUES, DESCRIBE, SUMMARIZE, SHOW, ``PRAGMA`` table functions; not COPY, ATTACH, SET, CREATE, INSTALL,
+  EXPORT, EXPLAIN...), and it runs the statement that was checked. The connection has ``allowed_directories`` /
+  ``allowed_paths`` set to the views' own folders and files, then ``enable_external_access = false`` (no other file,
+  no ATTACH of a file, no extension install or load) and ``lock_configuration = true`` (no query can turn them back).
+  ``allowed_directories`` would let a write into the view folders through, so the statement check is what stops writes.
+- Spark: the text must parse with Spark's own parser as a query (``sqlParser.parseQuery``, the grammar's ``query``
+  rule: no INSERT, INSERT OVERWRITE DIRECTORY, CREATE, CACHE, SET, EXECUTE IMMEDIATE, EXPLAIN...); the plan that
+  parsed is the one run. It runs in a session of its own (``newSession``: the caller's is not changed) with
+  ``spark.sql.runSQLOnFiles = false`` (no ``parquet.`/any/path```) and without ``reflect``, ``java_method`` and
+  ``try_reflect`` (they call any static Java method: Hadoop's ``FileUtil.chmod``, say), dropped from its function
+  registry. Spark has no read-only session flag.
+
+A query that does not parse or names an unknown view, column or function is an ``InputError`` (exit code 3).
+
 ``hamming(a, b)``: bits that differ between two binary codes of equal length (null when either is null). Spark: a
 vectorised pandas UDF over whole Arrow batches (``search.kernels.pair_hamming``). DuckDB: a macro over DuckDB's own
 bit functions, ``bit_count(xor(a::BIT, b::BIT))`` (a BLOB must be cast to BIT for ``xor`` and ``bit_count``).
@@ -17,6 +35,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal
@@ -28,10 +49,12 @@ import pandas as pd   # module level: pandas_udf resolves the type hints in this
 
 from encoder.table import EMBEDDINGS_DIR, TableError, open_table
 from jobs import publish
-from jobs.errors import InputError
+from jobs.errors import InputError, QueryRefusedError, exit_code, one_line
 
 Engine = Literal["duckdb", "spark"]
 DUCKDB_HAMMING = "CREATE OR REPLACE MACRO hamming(a, b) AS bit_count(xor(a::BIT, b::BIT))"
+ONLY = "jobs.sql runs only queries over the published views"
+SPARK_REFLECTION = ("reflect", "java_method", "try_reflect")     # call any static Java method: dropped
 
 
 def views(embeddings: str | Path = "out/embed", predictions: str | Path = "out/predictions",
@@ -62,14 +85,59 @@ def views(embeddings: str | Path = "out/embed", predictions: str | Path = "out/p
 
 # -- DuckDB -------------------------------------------------------------------------------------------------------
 def duckdb_connect(tables: dict[str, tuple[str, str]]):
-    """An in-memory DuckDB connection with one view per table (reading the Parquet files in place) and ``hamming``."""
+    """An in-memory DuckDB connection with one view per table (reading the Parquet files in place) and ``hamming``;
+    read-only: no file but the views' own can be read, none written or attached, and the settings are locked."""
     import duckdb
 
     con = duckdb.connect()
+    folders, files = [], []
     for name, (fmt, path) in tables.items():
-        con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM {_duckdb_reader(fmt, path)}")
+        p = Path(os.path.abspath(path))
+        try:
+            con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM {_duckdb_reader(fmt, str(p))}")
+        except duckdb.Error as exc:
+            raise InputError(f"view {name} = {path!r} could not be read as {fmt}: {_first_line(exc)}") from None
+        (folders if p.is_dir() else files).append(str(p) + os.sep if p.is_dir() else str(p))
     con.execute(DUCKDB_HAMMING)
+    for setting, paths in (("allowed_directories", folders), ("allowed_paths", files)):
+        if paths:
+            con.execute(f"SET {setting} = [{', '.join(_literal(x) for x in paths)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
+
+
+def duckdb_query(con, query: str, limit: int) -> tuple[list[str], list[tuple]]:
+    """Run one query on a ``duckdb_connect`` connection: the statement checked by DuckDB's parser is the one run."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise InputError(f"the query does not parse: {_first_line(exc)}") from None
+    if not statements:
+        raise InputError("no SQL statement given")
+    if len(statements) != 1:
+        raise QueryRefusedError(f"{len(statements)} statements given; {ONLY}, one per call")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise QueryRefusedError(f"{kind.name} is not a query (DuckDB's parser); {ONLY}")
+    try:
+        rel = con.sql(statements[0])
+        return rel.columns, rel.fetchmany(limit)
+    except duckdb.PermissionException as exc:
+        raise QueryRefusedError(f"the query reads a file outside the published views (DuckDB: "
+                                f"enable_external_access = false): {_first_line(exc)}") from None
+    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
+        raise InputError(_first_line(exc)) from None
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _duckdb_reader(fmt: str, path: str) -> str:
@@ -77,7 +145,7 @@ def _duckdb_reader(fmt: str, path: str) -> str:
     glob = str(p / "*.parquet") if p.is_dir() and fmt == "parquet" else str(p / "*") if p.is_dir() else str(p)
     from jobs.ingest import FORMATS    # lazily: the DuckDB path never starts Spark
 
-    return FORMATS[fmt].duckdb.format(path="'" + glob.replace("'", "''") + "'")
+    return FORMATS[fmt].duckdb.format(path=_literal(glob))
 
 
 def _ident(name: str) -> str:
@@ -94,6 +162,72 @@ def spark_register(spark, tables: dict[str, tuple[str, str]]) -> None:
     for name, (fmt, path) in tables.items():
         read_table(spark, path, fmt, f"view {name}").createOrReplaceTempView(_ident(name))
     spark.udf.register("hamming", hamming_udf())
+
+
+def spark_readonly_session(spark, tables: dict[str, tuple[str, str]]):
+    """A new session of ``spark`` (its own temporary views, settings and functions; ``spark`` is not changed) with the
+    views and ``hamming``, ``spark.sql.runSQLOnFiles = false``, and no ``reflect``, ``java_method``, ``try_reflect``."""
+    session = spark.newSession()
+    spark_register(session, tables)
+    session.conf.set("spark.sql.runSQLOnFiles", "false")
+    registry = session._jsparkSession.sessionState().functionRegistry()
+    ident = session._jvm.org.apache.spark.sql.catalyst.FunctionIdentifier
+    for name in SPARK_REFLECTION:
+        registry.dropFunction(ident.apply(name))
+    return session
+
+
+def spark_query(session, query: str):
+    """The query as a DataFrame of a ``spark_readonly_session``: the text must parse as a query with Spark's own
+    parser (``parseQuery``), and the plan that parsed is the one run; a statement is refused before anything runs."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import DataFrame
+
+    jsession = session._jsparkSession
+    parser = jsession.sessionState().sqlParser()
+    text = query.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    try:
+        plan = parser.parseQuery(text)
+    except Exception:  # noqa: BLE001 - not a query: a statement, or no SQL at all
+        try:
+            statement = parser.parsePlan(query)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"the query does not parse: {_first_line(exc)}") from None
+        while statement.getClass().getSimpleName() == "UnresolvedWith":       # WITH ... INSERT: name the INSERT
+            statement = statement.child()
+        raise QueryRefusedError(f"{statement.getClass().getSimpleName()} is not a query (Spark's parser); {ONLY}") \
+            from None
+    try:
+        return DataFrame(session._jvm.org.apache.spark.sql.classic.Dataset.ofRows(jsession, plan), session)
+    except AnalysisException as exc:
+        raise _spark_refusal(session, exc) or InputError(_first_line(exc)) from None
+
+
+def _spark_refusal(session, exc) -> QueryRefusedError | None:
+    """The analysis error of a query that reached for a file or a Java method, as the refusal it is."""
+    cond, params = exc.getCondition(), exc.getMessageParameters() or {}
+    if cond == "TABLE_OR_VIEW_NOT_FOUND":
+        parts = [p.replace("``", "`") for p in re.findall(r"`((?:[^`]|``)*)`", params.get("relationName", ""))]
+        if len(parts) == 2 and _is_data_source(session, parts[0]):
+            return QueryRefusedError(f"the query reads the file {parts[1]!r} directly; only the published views can "
+                                     "be read (Spark: spark.sql.runSQLOnFiles = false)")
+    if cond == "UNRESOLVED_ROUTINE":
+        name = params.get("routineName", "").strip("`").lower()
+        if name in SPARK_REFLECTION:
+            return QueryRefusedError(f"{name}() calls Java methods and is not available; {ONLY}")
+    return None
+
+
+def _is_data_source(session, name: str) -> bool:
+    """Whether Spark would read ``name.`path``` as a file of that format (Spark's own data source lookup)."""
+    try:
+        session._jvm.org.apache.spark.sql.execution.datasources.DataSource.lookupDataSource(
+            name, session._jsparkSession.sessionState().conf())
+        return True
+    except Exception:  # noqa: BLE001 - no such data source
+        return False
 
 
 def hamming_udf():
@@ -144,18 +278,23 @@ def main(argv: list[str] | None = None) -> int:
             tables[name] = ("parquet", path)
         if args.engine == "duckdb":
             con = duckdb_connect(tables)           # held: the relation reads through it
-            rel = con.sql(args.query)
-            columns, rows = rel.columns, rel.fetchmany(args.limit)
+            columns, rows = duckdb_query(con, args.query, args.limit)
         else:
+            from pyspark.logger import PySparkLogger
+
             from jobs.common import SparkSettings, spark_session
 
-            spark = spark_session(SparkSettings(), "sql")
-            spark_register(spark, tables)
-            df = spark.sql(args.query)
+            for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):   # the error is our one line
+                PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+            session = spark_readonly_session(spark_session(SparkSettings(), "sql"), tables)
+            df = spark_query(session, args.query)
             columns, rows = df.columns, [tuple(r) for r in df.limit(args.limit).collect()]
-    except (InputError, TableError) as exc:
-        print(f"jobs.sql: {exc}", file=sys.stderr)
-        return 3
+    except Exception as exc:  # noqa: BLE001 - known errors become exit codes, the rest keep their traceback
+        code = exit_code(exc)
+        if code is None:
+            raise
+        print(f"jobs.sql: {one_line(exc)}", file=sys.stderr)
+        return code
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in rows:
