@@ -9,7 +9,6 @@ rows out is checked before publishing.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -24,15 +23,15 @@ if __package__ in (None, ""):
 import pyarrow as pa
 
 from encoder.schema import CORE_COLUMNS, EMBEDDING, ID
-from encoder.table import open_table
+from encoder.table import open_table, published_run, read_manifest
 from heads.io import heads_fingerprint, load_heads
 from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema, task_columns
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.prediction_report import write_report
 from jobs.errors import InputError
-from jobs.tables import EmbeddingsInput, arrow_type, check_table, id_layout, open_embeddings, parquet_rows, \
-    spark_schema, write_manifest, write_table
+from jobs.tables import EmbeddingsInput, arrow_type, check_table, id_layout, input_runs, open_embeddings, \
+    parquet_rows, spark_schema, write_manifest, write_table
 
 logger = logging.getLogger("jobs.apply_heads")
 
@@ -51,9 +50,10 @@ class ApplyHeadsConfig:
 
 def run(cfg: ApplyHeadsConfig) -> dict:
     t0 = time.perf_counter()
-    table = open_table(cfg.embeddings)
+    table = open_table(cfg.embeddings)       # pinned: one run's files, read whole whatever is published meanwhile
     spec = table.spec
-    heads_dir = Path(cfg.heads).resolve()
+    heads_run = published_run(cfg.heads)      # likewise one heads run: loaded here, scored by the workers
+    heads_dir = heads_run.root
     heads = load_heads(heads_dir, spec)     # a head of another feature spec is refused here, before Spark starts
     spark = spark_session(cfg.spark, "apply_heads")
     full = open_embeddings(spark, table)
@@ -85,7 +85,8 @@ def run(cfg: ApplyHeadsConfig) -> dict:
         raise RuntimeError(f"rows in ({rows_in}) != rows out ({rows_out}); not publishing {staging}")
     manifest = write_manifest(staging, run_id, t0, {
         "predictions_format_version": PREDICTIONS_FORMAT_VERSION,
-        "embeddings": str(Path(cfg.embeddings).resolve()), "heads": str(heads_dir),
+        "embeddings": str(table.root), "heads": str(heads_dir),
+        "input_runs": input_runs(embeddings=table, heads=heads_run),
         "rows": {"in": rows_in, "out": rows_out},
         "passthrough": [f.name for f in passthrough],
         "tasks": {h.task.name: {"kind": h.task.kind, "labels": h.labels,
@@ -106,7 +107,7 @@ def previous_predictions(cfg: ApplyHeadsConfig, heads_fp: str, spec_fp: str) -> 
     current = publish.current_run(cfg.output.path)
     if cfg.mode != "incremental" or current is None or not (current / "manifest.json").is_file():
         return None
-    m = json.loads((current / "manifest.json").read_text(encoding="utf-8"))
+    m = read_manifest(current)
     why = ("the heads changed" if m.get("heads_fingerprint") != heads_fp else
            "the feature spec changed" if m.get("feature_spec_fingerprint") != spec_fp else
            "the embedding run it scored is gone" if not (Path(m.get("embeddings", "")) / "embeddings").is_dir()

@@ -6,12 +6,13 @@ counts, quarantine reasons.
     python -m jobs.describe out/neighbours     # the neighbours job's output
     ... [--output dictionary.md]
 
-Reads only metadata (Parquet footers and the JSON the jobs wrote), never the data.
+Reads only metadata (Parquet footers and the JSON the jobs wrote), never the data, and only of one run: the folder is
+resolved to the run it points to once, so a run published meanwhile never mixes in. A manifest that is missing, not
+JSON, or whose row counts disagree with the Parquet footers is a ``TableError`` (exit 6).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,8 +24,9 @@ import pyarrow.parquet as pq
 from encoder.pooling import POOLING_WORDS
 from encoder.schema import COLUMN_DOCS, ID, QUARANTINE_REASON_DOCS, TEXT
 from encoder.spec import FeatureSpec
-from encoder.table import EMBEDDINGS_DIR, MANIFEST, TableError, open_table
-from jobs.errors import InputError
+from encoder.table import EMBEDDINGS_DIR, MANIFEST, PublishedRun, TableError, check_counts, open_table, published_run, \
+    read_manifest
+from jobs.errors import InputError, exit_code
 
 NEIGHBOUR_DOCS = {
     "query_id": "the query's id in the query table",
@@ -38,14 +40,16 @@ NEIGHBOUR_DOCS = {
 
 
 def describe(folder: str | Path) -> str:
-    """The Markdown data dictionary of a published output folder (embed, apply_heads or neighbours)."""
-    root = Path(folder)
+    """The Markdown data dictionary of a published output folder (embed, apply_heads or neighbours), of the one run
+    the folder points to when called."""
+    pinned = published_run(folder)
+    root = pinned.root
     if (root / EMBEDDINGS_DIR).is_dir():
-        return _embeddings(root)
+        return _embeddings(pinned)
     if (root / "predictions").is_dir():
-        return _predictions(root)
+        return _predictions(pinned)
     if (root / "search").is_dir() or (root / "duplicates").is_dir():
-        return _neighbours(root)
+        return _neighbours(pinned)
     raise InputError(f"{folder} is not a published embed, apply_heads or neighbours output (no embeddings/, "
                      "predictions/, search/ or duplicates/ folder)")
 
@@ -82,20 +86,17 @@ def _columns(files, docs: dict[str, str]) -> list[str]:
     return lines
 
 
-def _header(title: str, root: Path, manifest: dict) -> list[str]:
-    return [f"# {title}", "", f"`{root}` → run `{manifest.get('run_id', '?')}`, created "
+def _header(title: str, pinned: PublishedRun, manifest: dict) -> list[str]:
+    return [f"# {title}", "", f"`{pinned.path}` → run `{manifest.get('run_id', pinned.run)}`, created "
             f"{manifest.get('created_at', '?')}.", ""]
 
 
-def _embeddings(root: Path) -> str:
-    try:
-        table = open_table(root)
-    except TableError as exc:
-        raise InputError(str(exc)) from None
-    m, spec = table.manifest, table.spec
+def _embeddings(pinned: PublishedRun) -> str:
+    table = open_table(pinned.root)          # the run folder: spec, manifest and counts checked (TableError)
+    root, m, spec = table.root, table.manifest, table.spec
     rows = m.get("rows", {})
     src = m.get("input", {})
-    lines = _header("Embedding table", root, m)
+    lines = _header("Embedding table", pinned, m)
     lines += ["## Rows", "", "| rows | count |", "|---|---|"]
     lines += [f"| {k} | {v:,} |" for k, v in rows.items()]
     lines += ["", f"Input: `{src.get('path')}` ({src.get('format')}; id column `{src.get('id_column')}`, text column "
@@ -113,7 +114,8 @@ def _embeddings(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _predictions(root: Path) -> str:
+def _predictions(pinned: PublishedRun) -> str:
+    root = pinned.root
     m = _manifest(root)
     tasks = m.get("tasks", {})
     docs = {"id": "the embedding table's id (one row per embedding row)"}
@@ -133,8 +135,11 @@ def _predictions(root: Path) -> str:
     files = sorted((root / "predictions").glob("*.parquet"))
     if not files:
         raise InputError(f"{root / 'predictions'} holds no Parquet files")
-    lines = _header("Predictions table", root, m)
-    lines += [f"Rows: {m.get('rows', {}).get('out', sum(pq.read_metadata(f).num_rows for f in files)):,}, one per "
+    rows = m.get("rows")
+    out = check_counts(root / MANIFEST, rows.get("out") if isinstance(rows, dict) else None, "rows.out",
+                       root / "predictions", files)
+    lines = _header("Predictions table", pinned, m)
+    lines += [f"Rows: {out:,}, one per "
               f"row of the embedding table `{m.get('embeddings')}`; heads from `{m.get('heads')}`; feature spec "
               f"`{str(m.get('feature_spec_fingerprint'))[:16]}…`.", "", "## Tasks", "",
               "| task | kind | labels |", "|---|---|---|"]
@@ -144,9 +149,14 @@ def _predictions(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _neighbours(root: Path) -> str:
+def _neighbours(pinned: PublishedRun) -> str:
+    root = pinned.root
     m = _manifest(root)
-    lines = _header("Neighbours", root, m)
+    for key, count in (("search", "rows"), ("duplicates", "pairs")):
+        if key in m:
+            stated = m[key].get(count) if isinstance(m[key], dict) else None
+            check_counts(root / MANIFEST, stated, f"{key}.{count}", root / key)
+    lines = _header("Neighbours", pinned, m)
     lines += [f"Over `{m.get('embeddings')}` ({m.get('rows', 0):,} rows, {m.get('bits')}-bit codes).", ""]
     if "search" in m:
         s = m["search"]
@@ -161,10 +171,7 @@ def _neighbours(root: Path) -> str:
 
 
 def _manifest(root: Path) -> dict:
-    path = root / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{root} has no {MANIFEST}; not a published output")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_manifest(root)               # missing or not JSON: TableError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         text = describe(args.folder)
-    except InputError as exc:
-        print(f"jobs.describe: {exc}", file=sys.stderr)
-        return 3
+    except (InputError, TableError) as exc:
+        print(f"jobs.describe: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exit_code(exc) or 3
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:

@@ -34,12 +34,13 @@ from encoder.model import load_encoder
 from encoder.schema import (EMBEDDING, ID, N_TOKENS, REASON, SOURCE, SPEC_METADATA_KEY, TABLE_FORMAT_VERSION,
                             TEXT, TEXT_SHA256, TRUNCATED, embedding_schema, quarantine_schema)
 from encoder.spec import FeatureSpec
+from encoder.table import MANIFEST, PublishedRun, TableError, open_table, read_manifest
 from encoder.typed_config import ConfigError
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError, QuarantineLimitError
 from jobs.ingest import C_ID, C_REASON, C_SOURCE, C_TEXT, InputConfig, check_input, read_input
-from jobs.tables import arrow_type, check_table, id_hash_column, id_layout, parquet_rows, spark_schema, \
+from jobs.tables import arrow_type, check_table, id_hash_column, id_layout, input_runs, parquet_rows, spark_schema, \
     write_manifest, write_table
 from jobs.worker import TaskRecords, worker_summary
 
@@ -89,10 +90,13 @@ def run(cfg: EmbedConfig) -> dict:
     df = read_input(spark, cfg.input).persist(StorageLevel.MEMORY_AND_DISK)
     joined = None                                 # an incremental run's persisted join with its base
     try:
-        check_row_count(df.count(), cfg.output)
         run_id, staging = publish.begin_run(cfg.output.path)
         logger.info("run %s staging in %s", run_id, staging)
-        base = base_table(cfg, extractor, spec)
+        # The published run, resolved once with the output's lock held (no run can publish or prune it meanwhile):
+        # the row-share guard and an incremental run's base both read this one run.
+        current = publish.current_run(cfg.output.path)
+        check_row_count(df.count(), cfg.output, current)
+        base = base_table(cfg, extractor, spec, current)
         spec = spec or (base.spec if base is not None else plan(cfg, extractor, df))
         spec.save(staging)
         parts = cfg.encode_partitions or spark.sparkContext.defaultParallelism
@@ -109,6 +113,7 @@ def run(cfg: EmbedConfig) -> dict:
         facts["workers"] = worker_summary(progress.tasks.value)
         if base is not None:
             facts["incremental"] = {"parent_run": base.root.name, **delta}
+            facts["input_runs"] = input_runs(base=PublishedRun(Path(cfg.output.path).absolute(), base.root))
         manifest = write_manifest(staging, run_id, t0, {
             "table_format_version": TABLE_FORMAT_VERSION,
             "input": {"path": cfg.input.path, "format": cfg.input.format, "id_column": cfg.input.id_column,
@@ -144,13 +149,13 @@ def _driver_encoder(model: str):
 
 
 # -- incremental ------------------------------------------------------------------------------------------------
-def base_table(cfg: EmbedConfig, extractor: FeatureExtractor, spec: FeatureSpec | None):
-    """The published table an incremental run builds on (its run folder, so the publish swap cannot move it), or
-    None for a full run. A base of another feature spec is an error naming both fingerprints."""
+def base_table(cfg: EmbedConfig, extractor: FeatureExtractor, spec: FeatureSpec | None,
+               current: Path | None):
+    """The published table an incremental run builds on: ``current``, the run folder the output pointed to when
+    this run took its lock (so neither a publish swap nor a prune can move it), or None for a full run. A base of
+    another feature spec is an error naming both fingerprints."""
     from encoder.spec import SpecMismatchError
-    from encoder.table import open_table
 
-    current = publish.current_run(cfg.output.path)
     if cfg.output.mode != "incremental" or current is None:
         return None
     base = open_table(current)
@@ -223,18 +228,24 @@ def _spec_meta(spec: FeatureSpec) -> str:
                                             "table_format_version": TABLE_FORMAT_VERSION}, sort_keys=True)
 
 
-def check_row_count(rows: int, out: OutputConfig) -> None:
-    """Refuse an empty input, and one below ``min_rows_share`` of what the previous published run read, unless
-    ``output.force``: a truncated nightly feed must not replace a good table."""
+def check_row_count(rows: int, out: OutputConfig, previous: Path | None) -> None:
+    """Refuse an empty input, and one below ``min_rows_share`` of what ``previous`` (the published run, resolved
+    once) read, unless ``output.force``: a truncated nightly feed must not replace a good table. A published run
+    whose manifest is missing, not JSON or without ``rows.in`` is a ``TableError``: the guard cannot be skipped."""
     if out.force:
         return
     if rows == 0:
         raise InputError("the input has no rows; not replacing the published table (set output.force=true to "
                          "publish an empty table)")
-    previous = publish.current_run(out.path)
-    manifest = previous / "manifest.json" if previous is not None else None
-    if manifest is not None and manifest.is_file():
-        before = json.loads(manifest.read_text(encoding="utf-8")).get("rows", {}).get("in", 0)
+    if previous is not None:
+        hint = "the row-share guard cannot compare with it (output.force=true replaces it without the guard)"
+        try:
+            before = read_manifest(previous).get("rows", {})
+        except TableError as exc:
+            raise TableError(f"{exc}; {hint}") from None
+        before = before.get("in") if isinstance(before, dict) else None
+        if not isinstance(before, int) or isinstance(before, bool):
+            raise TableError(f"{previous / MANIFEST}: rows.in = {before!r}, not a row count; {hint}")
         if before and rows < out.min_rows_share * before:
             raise InputError(f"the input has {rows:,} rows, below output.min_rows_share = {out.min_rows_share} of the "
                              f"{before:,} the published run {previous.name} read; not replacing it (set "

@@ -39,8 +39,8 @@ from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError
 from jobs.ingest import Format, read_table, require_columns
-from jobs.tables import arrow_type, check_table, open_embeddings, parquet_rows, spark_schema, write_manifest, \
-    write_table
+from jobs.tables import arrow_type, check_table, input_runs, open_embeddings, parquet_rows, spark_schema, \
+    write_manifest, write_table
 
 logger = logging.getLogger("jobs.neighbours")
 QUERY_ID, RANK, HAMMING, SIMILARITY, ID_A, ID_B = "query_id", "rank", "hamming", "similarity", "id_a", "id_b"
@@ -104,7 +104,7 @@ def duplicates_schema(id_type: pa.DataType) -> pa.Schema:
 
 def run(cfg: NeighboursConfig) -> dict:
     t0 = time.perf_counter()
-    table = open_table(cfg.embeddings)
+    table = open_table(cfg.embeddings)       # pinned: one run's files, read whole whatever is published meanwhile
     if table.spec.quantization != "binary":
         raise ConfigError("neighbours", "embeddings", f"= {cfg.embeddings!r} holds {table.spec.quantization} codes; "
                           "Hamming search needs a binary table (encoder.quantization: binary)")
@@ -116,7 +116,8 @@ def run(cfg: NeighboursConfig) -> dict:
     emb = open_embeddings(spark, table, (ID, EMBEDDING))
     id_type = arrow_type(emb.df.schema[ID].dataType)
     run_id, staging = publish.begin_run(cfg.output.path)
-    facts: dict = {"embeddings": str(Path(cfg.embeddings).resolve()), "rows": parquet_rows(table.files),
+    facts: dict = {"embeddings": str(table.root), "input_runs": input_runs(embeddings=table),
+                   "rows": parquet_rows(table.files),
                    "feature_spec_fingerprint": table.spec.fingerprint, "bits": table.spec.dim}
     if cfg.search:
         query_ids, codes = queries(spark, cfg.search.queries, table, emb.df, cfg.search.model)

@@ -47,9 +47,9 @@ if __package__ in (None, ""):
 
 import pandas as pd   # module level: pandas_udf resolves the type hints in this module's globals
 
-from encoder.table import EMBEDDINGS_DIR, TableError, open_table
-from jobs import publish
+from encoder.table import EMBEDDINGS_DIR, TableError, open_table, published_run
 from jobs.errors import InputError, QueryRefusedError, exit_code, one_line
+from jobs.tables import run_before
 
 Engine = Literal["duckdb", "spark"]
 DUCKDB_HAMMING = "CREATE OR REPLACE MACRO hamming(a, b) AS bit_count(xor(a::BIT, b::BIT))"
@@ -59,9 +59,10 @@ SPARK_REFLECTION = ("reflect", "java_method", "try_reflect")     # call any stat
 
 def views(embeddings: str | Path = "out/embed", predictions: str | Path = "out/predictions",
           neighbours: str | Path = "out/neighbours") -> dict[str, tuple[str, str]]:
-    """View name -> (format, path) for every published table found under the given outputs."""
+    """View name -> (format, path) for every published table found under the given outputs, each output resolved
+    once to the run it points to now (its run folder), so a run published meanwhile never mixes into a query."""
     out: dict[str, tuple[str, str]] = {}
-    emb = Path(embeddings)
+    emb = published_run(embeddings).root
     if (emb / EMBEDDINGS_DIR).is_dir():
         table = open_table(emb)                       # a file of another spec is refused before any query runs
         out["embeddings"] = ("parquet", str(table.data))
@@ -70,13 +71,14 @@ def views(embeddings: str | Path = "out/embed", predictions: str | Path = "out/p
         source = table.manifest.get("input", {})
         if source.get("path") and Path(source["path"]).exists():
             out["source"] = (source.get("format", "parquet"), source["path"])
-    pred = Path(predictions)
+    pinned = published_run(predictions)
+    pred = pinned.root
     if (pred / "predictions").is_dir():
         out["predictions"] = ("parquet", str(pred / "predictions"))
-        prev = publish.previous_run(pred)
+        prev = run_before(pinned)                     # the run before the pinned one, not before the link now
         if prev is not None and (prev / "predictions").is_dir():
             out["predictions_prev"] = ("parquet", str(prev / "predictions"))
-    nb = Path(neighbours)
+    nb = published_run(neighbours).root
     for name, folder in (("neighbours", "search"), ("duplicates", "duplicates")):
         if (nb / folder).is_dir():
             out[name] = ("parquet", str(nb / folder))

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from encoder.schema import ID
 from encoder.spec import FeatureSpec
-from encoder.table import MANIFEST, PublishedTable, TableError, open_table
+from encoder.table import MANIFEST, PublishedRun, PublishedTable, TableError, open_table
 
 
 @dataclass(frozen=True)
@@ -35,19 +35,40 @@ class EmbeddingsInput:
 
 
 def open_embeddings(spark, folder: str | Path | PublishedTable, columns: tuple[str, ...] = ()) -> EmbeddingsInput:
-    """Open a published embedding table for a job: every file's spec checked (``encoder.table.open_table``; pass its
-    result to skip a second read of the footers) and its ids checked unique, as the table promises (one Spark
-    aggregation over the id column)."""
+    """Open a published embedding table for a job: pinned to the run its folder points to now, every file's spec
+    checked (``encoder.table.open_table``; pass its result to skip a second read of the footers) and its ids checked
+    unique, as the table promises (one Spark aggregation over the id column). Spark reads only the listed files of
+    that run folder, so a run published meanwhile never mixes in."""
     from pyspark.sql import functions as F
 
     table = folder if isinstance(folder, PublishedTable) else open_table(folder)
-    df = spark.read.parquet(*[f.absolute().as_uri() for f in table.files])
+    df = spark.read.parquet(*[f.as_uri() for f in table.files])     # absolute paths inside the run folder
     dup = (df.groupBy(ID).agg(F.count(F.lit(1)).alias("n")).where("n > 1")
            .orderBy(ID).limit(1).collect())
     if dup:
         raise TableError(f"{table.data}: id {dup[0][ID]!r} occurs {dup[0]['n']} times; an embedding table holds "
                          "one row per id (was a data file copied in twice?)")
     return EmbeddingsInput(table, df.select(*columns) if columns else df)
+
+
+def input_runs(**reads: PublishedTable | PublishedRun) -> dict[str, dict[str, str]]:
+    """The ``input_runs`` entry of a job's manifest: for each published output it read (by role, e.g.
+    ``embeddings``, ``heads``, ``base``), the path it was given and the one run it was pinned to."""
+    return {name: r.record() for name, r in reads.items()}
+
+
+def run_before(pinned: PublishedRun) -> Path | None:
+    """The published run before the one a reader pinned (``jobs.publish.previous_run``'s rule, but relative to the
+    pinned run rather than to wherever the link points now), or None: e.g. ``predictions_prev`` beside
+    ``predictions``, both from one resolution of the link."""
+    from jobs.publish import runs_dir
+
+    root = runs_dir(pinned.path)
+    if not root.is_dir() or pinned.root.parent != root.resolve():      # not a run folder of this output
+        return None
+    older = sorted(p for p in root.resolve().iterdir()
+                   if p.is_dir() and (p / MANIFEST).exists() and p.name < pinned.run)
+    return older[-1] if older else None
 
 
 def id_hash_column(col):

@@ -38,7 +38,7 @@ from jobs.charts import confusion_png
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError
 from jobs.ingest import Format, read_table, require_columns
-from jobs.tables import open_embeddings, write_manifest
+from jobs.tables import input_runs, open_embeddings, write_manifest
 
 logger = logging.getLogger("jobs.train_heads")
 
@@ -80,7 +80,7 @@ class TrainHeadsConfig:
 def run(cfg: TrainHeadsConfig) -> dict:
     t0 = time.perf_counter()
     spark = spark_session(cfg.spark, "train_heads")
-    emb = open_embeddings(spark, cfg.embeddings, (ID, EMBEDDING))
+    emb = open_embeddings(spark, cfg.embeddings, (ID, EMBEDDING))   # pinned to the run published now, read whole
     spec = emb.spec
     labels, tasks = read_labels(spark, cfg)
     run_id, staging = publish.begin_run(cfg.output.path)
@@ -97,7 +97,7 @@ def run(cfg: TrainHeadsConfig) -> dict:
                   "validation": "hash of id" if hash_validation else "split column"}
     save(staging, heads, spec, counts, reader, evaluation)
     manifest = write_manifest(staging, run_id, t0, {
-        "embeddings": str(Path(cfg.embeddings).resolve()), "labels": cfg.labels.path,
+        "embeddings": str(emb.table.root), "input_runs": input_runs(embeddings=emb.table), "labels": cfg.labels.path,
         "rows": {k: v for k, v in counts.items() if k != "test"}, "evaluation": evaluation,
         "tasks": [h.task.name for h in heads], "feature_spec_fingerprint": spec.fingerprint, "reader": reader})
     out = publish.publish(cfg.output.path, staging, cfg.output.keep_runs)

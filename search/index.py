@@ -35,6 +35,7 @@ class CodeIndex:
     codes: np.ndarray                 # uint8[n, n_bytes]
     spec: FeatureSpec
     encode: QueryCodes | None = None
+    run: str | None = None            # from_table: the id of the one published run the rows were read from
 
     def __post_init__(self) -> None:
         if self.spec.quantization != "binary":
@@ -46,8 +47,9 @@ class CodeIndex:
 
     @classmethod
     def from_table(cls, folder: str | Path, model: str = "package") -> "CodeIndex":
-        """Every row of a published embedding table (its spec checked on every file); query texts are encoded by
-        ``model`` under the table's spec."""
+        """Every row of a published embedding table (its spec checked on every file), read from the one run the
+        folder points to when called (``run``), never a mix with a run published meanwhile; query texts are encoded
+        by ``model`` under the table's spec."""
         from encoder.table import open_table
 
         from .queries import query_encoder
@@ -55,7 +57,7 @@ class CodeIndex:
         table = open_table(folder)
         t = pq.read_table([str(f) for f in table.files], columns=[ID, EMBEDDING])
         return cls(t.column(ID).combine_chunks(), codes_from_column(t.column(EMBEDDING), table.spec.n_bytes),
-                   table.spec, lambda texts: query_encoder(table.spec, model)(texts))
+                   table.spec, lambda texts: query_encoder(table.spec, model)(texts), table.run)
 
     def search(self, queries: Sequence[str] | np.ndarray, k: int = 10) -> pa.Table:
         """Texts (or codes uint8[q, n_bytes]) -> their k nearest rows: query, rank, id, hamming, similarity."""
