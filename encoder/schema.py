@@ -12,14 +12,17 @@ TABLE_FORMAT_VERSION = 1
 
 # Why a row was quarantined instead of encoded: the Literal names them, QUARANTINE_REASON_DOCS says what each means
 # (the data dictionary and docs print it), and the reader names a reason only through ``quarantine_reason``.
-QuarantineReason = Literal["null_id", "duplicate_id", "null_text", "empty_text", "text_not_string",
+QuarantineReason = Literal["null_id", "empty_id", "duplicate_id", "null_text", "empty_text", "text_not_string",
                            "malformed_record", "invalid_utf8", "id_wrong_type"]
 QUARANTINE_REASONS: tuple[str, ...] = get_args(QuarantineReason)
 QUARANTINE_REASON_DOCS = {
     "null_id": "the id column is null",
+    "empty_id": "the id is the empty string '' (how CSV/TSV exports write a missing value; any other string is an id "
+                "as it is, never trimmed)",
     "duplicate_id": "the id occurs more than once; every copy is held back, since none is known to be right",
     "null_text": "the text column is null (or the field is absent in a JSONL record)",
-    "empty_text": "the text is empty or whitespace only",
+    "empty_text": "the text has no visible content: empty, or only whitespace, control characters (NUL...), "
+                  "format characters (zero-width space, soft hyphen, BOM...) and combining marks",
     "text_not_string": "JSONL: the text field holds a number, list, object or boolean",
     "malformed_record": "JSONL/CSV: the line could not be parsed into the declared columns",
     "invalid_utf8": "the id or the text holds bytes that are not valid UTF-8",

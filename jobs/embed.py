@@ -79,6 +79,7 @@ class EmbedConfig:
     encode_partitions: int = 0   # encoding tasks (= embedding files); 0 = Spark's default parallelism
 
 
+@publish.writes_output(lambda cfg: cfg.output.path)   # a read-only or full output is OutputError (exit 9)
 def run(cfg: EmbedConfig) -> dict:
     """Run the job; returns the manifest. Raises (and publishes nothing) on any failure."""
     t0 = time.perf_counter()

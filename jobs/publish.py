@@ -7,20 +7,31 @@ or the new complete run, never a half-written one; a failed or killed run leaves
 One run at a time per output: ``begin_run`` takes an exclusive ``flock`` on ``<path>.runs/.lock`` (the kernel drops
 it when the process dies, so a killed run never holds it), and a second run on the same path refuses at start with
 ``OutputLockedError``. Holding the lock, a run knows every unpublished run folder is a dead run's and removes it.
+
+An output that cannot be written (a read-only or full filesystem, no permission, a file where a folder must be) is
+``OutputError`` (exit 9): one line naming the path; the published table is untouched, since nothing is swapped until
+the run folder is complete. ``begin_run`` and ``publish`` raise it themselves; a job wraps its run in
+``output_errors`` so the writes in between (Python's and Spark's) are reported the same way.
+
+The run log ``<path>.runs/runs.jsonl`` gets each record whole or not at all (``log_run``).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from encoder.typed_config import ConfigError, require_at_least
 
@@ -58,6 +69,79 @@ class OutputLockedError(RuntimeError):
     """Another live run is writing the same output path."""
 
 
+# errno values that mean "this output cannot be written" (not a bug of the job): with a file name, it must be the
+# output's own (its runs folder, its link, a folder above it being created); ENOSPC and friends need no name.
+_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+_NAMELESS_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# The same faults as the JVM words them when Spark writes (java.io.IOException / FileNotFoundException, Hadoop).
+_JAVA_WRITE_FAULTS = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system",
+                      "Permission denied", "Not a directory", "Mkdirs failed to create")
+_JAVA_NAMELESS = _JAVA_WRITE_FAULTS[:4]
+
+
+def _owned_by(out: Path, name: str | bytes | None) -> bool:
+    """``name`` is the output path, lies in its runs folder, is its temporary link, or is a folder above it."""
+    if name is None:
+        return False
+    p = Path(os.fsdecode(name)).absolute()
+    root = runs_dir(out)
+    link = p.parent == out.parent and p.name.startswith(f".{out.name}.")
+    return p == out or p == root or root in p.parents or link or p in out.parents
+
+
+def as_output_error(output: str | Path, exc: BaseException) -> OutputError | None:
+    """``exc`` as an ``OutputError`` naming the output, when it says the output cannot be written; else None."""
+    out = Path(output).absolute()
+    if isinstance(exc, OutputError) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno not in _WRITE_ERRNOS:
+            return None
+        if not (_owned_by(out, exc.filename) or _owned_by(out, exc.filename2)
+                or (exc.filename is None and exc.errno in _NAMELESS_ERRNOS)):
+            return None
+        where = os.fsdecode(exc.filename) if exc.filename is not None else str(runs_dir(out))
+        why = f"{exc.strerror or os.strerror(exc.errno)} [{errno.errorcode.get(exc.errno, exc.errno)}]"
+    else:                    # a Spark write: Py4JJavaError / a captured JVM exception carrying the Java message
+        text = str(exc)
+        fault = next((f for f in _JAVA_WRITE_FAULTS if f in text), None)
+        if fault is None or (fault not in _JAVA_NAMELESS and str(runs_dir(out)) not in text):
+            return None
+        line = next(ln for ln in text.splitlines() if fault in ln)
+        where = str(runs_dir(out))
+        why = re.sub(r"\s+", " ", line.strip())[:300]
+    current = current_run(out)
+    return OutputError(f"output.path {out} cannot be written ({where}: {why}); nothing was published, "
+                       + (f"the published run {current.name} is intact" if current is not None else
+                          "and there was no earlier output"))
+
+
+@contextmanager
+def output_errors(output: str | Path) -> Iterator[None]:
+    """Report a write fault under ``output`` as ``OutputError`` (see ``as_output_error``); other errors pass."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = as_output_error(output, exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def writes_output(path_of: Callable[[Any], str]) -> Callable[[F], F]:
+    """Decorate a job's ``run(cfg)``: its write faults under ``path_of(cfg)`` are ``OutputError``s."""
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapped(cfg, *args, **kwargs):
+            with output_errors(path_of(cfg)):
+                return fn(cfg, *args, **kwargs)
+        return wrapped  # type: ignore[return-value]
+    return decorate
+
+
 _LOCKS: dict[Path, int] = {}     # output -> the lock file descriptor this process holds
 _BEGUN: dict[Path, str] = {}     # output -> the id of the run this process began last (for the run log)
 RUN_LOG = "runs.jsonl"
@@ -65,17 +149,18 @@ RUN_LOG = "runs.jsonl"
 
 def begin_run(output: str | Path) -> tuple[str, Path]:
     """Lock the output for this run, remove dead runs' folders, create a fresh staging folder; refuse an output path
-    this tool did not publish."""
+    this tool did not publish. A filesystem that refuses the lock or the folder is ``OutputError``."""
     out = Path(output).absolute()
     if out.exists() and not out.is_symlink():
         raise FileExistsError(f"output path {out} exists and is not a table published by this tool (a symlink into "
                               f"{runs_dir(out).name}/); move it away or choose another output.path")
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    lock(out, run_id)
-    _BEGUN[out] = run_id
-    remove_dead_runs(out)
-    staging = runs_dir(out) / run_id
-    staging.mkdir(parents=True)
+    with output_errors(out):
+        lock(out, run_id)
+        _BEGUN[out] = run_id
+        remove_dead_runs(out)
+        staging = runs_dir(out) / run_id
+        staging.mkdir(parents=True)
     return run_id, staging
 
 
@@ -101,16 +186,79 @@ def lock(out: Path, run_id: str) -> None:
     os.pwrite(fd, json.dumps(info).encode(), 0)
 
 
+ERROR_CHARS = 500   # a run log record's error text: one line, at most this long
+
+
+def _one_line(text: str, limit: int = ERROR_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def log_run(output: str | Path, record: dict) -> Path:
     """Append one JSON line per finished run (published or failed) to ``<path>.runs/runs.jsonl``: what a monitor
-    reads. The record gets the id of the run this process began on that output, when it got that far."""
+    reads. The record gets the id of the run this process began on that output, when it got that far.
+
+    Each record is written whole or not at all, so a full disk never leaves a line a reader cannot parse or the next
+    record glued onto one. Under an exclusive ``flock`` (two runs may log at once, e.g. one refused by the run lock):
+    a tail left without its newline by a write that was cut (a crash, a full disk before this rule) is cut back to
+    the last whole line (logged as a warning; a tail that is a whole record only gets its newline); then the line
+    goes in with one ``write`` (``O_APPEND``) and is fsynced; a short or failed write is truncated back to where it
+    began and raises ``OSError``. ``error`` is one line of at most ``ERROR_CHARS`` characters."""
     out = Path(output).absolute()
     root = runs_dir(out)
     root.mkdir(parents=True, exist_ok=True)
     record = {"run_id": _BEGUN.pop(out, None), **record}
-    with open(root / RUN_LOG, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-    return root / RUN_LOG
+    if isinstance(record.get("error"), str):
+        record["error"] = _one_line(record["error"])
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
+    path = root / RUN_LOG
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        start = _repair_tail(fd, path)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"wrote {written} of {len(line)} bytes of a run log record", str(path))
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)      # not half a record: back to where this one began
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)                          # drops the flock
+    return path
+
+
+def _repair_tail(fd: int, path: Path) -> int:
+    """Cut a run log's unterminated last line (a record whose write was cut) back to the last newline; -> size."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    keep, block = 0, 65536
+    pos = size
+    while pos > 0:                            # find the last newline, reading backwards
+        lo = max(0, pos - block)
+        chunk = os.pread(fd, pos - lo, lo)
+        k = chunk.rfind(b"\n")
+        if k >= 0:
+            keep = lo + k + 1
+            break
+        pos = lo
+    tail = os.pread(fd, size - keep, keep)
+    try:
+        whole = isinstance(json.loads(tail), dict)
+    except ValueError:
+        whole = False
+    if whole:                                 # a whole record that only lost its newline: end its line
+        os.write(fd, b"\n")
+        return size + 1
+    os.ftruncate(fd, keep)
+    logger.warning("run log %s ended in %d bytes of a record cut mid-line (a write that did not finish); removed them",
+                   path, size - keep)
+    return keep
 
 
 def unlock(output: str | Path) -> None:
@@ -133,8 +281,13 @@ def publish(output: str | Path, staging: Path, keep_runs: int = 2) -> Path:
     """Point ``output`` at ``staging`` atomically (symlink + rename), then prune old runs beyond ``keep_runs``."""
     out = Path(output).absolute()
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.link"
-    os.symlink(os.path.relpath(staging, out.parent), tmp)
-    os.replace(tmp, out)  # atomic on POSIX: readers see the old target or the new one
+    with output_errors(out):
+        try:
+            os.symlink(os.path.relpath(staging, out.parent), tmp)
+            os.replace(tmp, out)  # atomic on POSIX: readers see the old target or the new one
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
     prune(out, keep_runs)
     unlock(out)
     return out
