@@ -48,6 +48,7 @@ class ApplyHeadsConfig:
     spark: SparkSettings = field(default_factory=lambda: SparkSettings(arrow_batch_rows=8192))
 
 
+@publish.writes_output(lambda cfg: cfg.output.path)   # a read-only or full output is OutputError (exit 9)
 def run(cfg: ApplyHeadsConfig) -> dict:
     t0 = time.perf_counter()
     table = open_table(cfg.embeddings)       # pinned: one run's files, read whole whatever is published meanwhile

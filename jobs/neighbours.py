@@ -102,6 +102,7 @@ def duplicates_schema(id_type: pa.DataType) -> pa.Schema:
                       pa.field(HAMMING, pa.int32(), False), pa.field(SIMILARITY, pa.float32(), False)])
 
 
+@publish.writes_output(lambda cfg: cfg.output.path)   # a read-only or full output is OutputError (exit 9)
 def run(cfg: NeighboursConfig) -> dict:
     t0 = time.perf_counter()
     table = open_table(cfg.embeddings)       # pinned: one run's files, read whole whatever is published meanwhile

@@ -110,6 +110,7 @@ class TrainEncoderConfig:
                               "thresholds; use encoder.thresholds: zero, or training.binary: off")
 
 
+@publish.writes_output(lambda cfg: cfg.output.path)   # a read-only or full output is OutputError (exit 9)
 def run(cfg: TrainEncoderConfig) -> dict:
     t0 = time.perf_counter()
     base_path = resolve_model_path(cfg.encoder.model)

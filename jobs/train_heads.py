@@ -77,6 +77,7 @@ class TrainHeadsConfig:
             raise ConfigError(source, "arrow_max_rows", f"= {self.arrow_max_rows}; expected >= 1")
 
 
+@publish.writes_output(lambda cfg: cfg.output.path)   # a read-only or full output is OutputError (exit 9)
 def run(cfg: TrainHeadsConfig) -> dict:
     t0 = time.perf_counter()
     spark = spark_session(cfg.spark, "train_heads")
