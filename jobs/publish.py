@@ -298,13 +298,15 @@ def current_run(output: str | Path) -> Path | None:
     return out.resolve() if out.is_symlink() else None
 
 
-def previous_run(output: str | Path) -> Path | None:
-    """The published run before the current one (kept by ``keep_runs`` >= 2), e.g. to compare two prediction runs."""
-    current = current_run(output)
+def previous_run(output: str | Path, before: Path | None = None) -> Path | None:
+    """The published run before the current one (or before the run folder ``before``, e.g. the one a reader pinned;
+    kept by ``keep_runs`` >= 2), e.g. to compare two prediction runs."""
+    current = before if before is not None else current_run(output)
     root = runs_dir(Path(output).absolute())
     if current is None or not root.is_dir():
         return None
-    older = sorted(p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").exists() and p.name < current.name)
+    older = sorted(p for p in root.resolve().iterdir()
+                   if p.is_dir() and (p / "manifest.json").exists() and p.name < current.name)
     return older[-1] if older else None
 
 

@@ -47,7 +47,7 @@ if __package__ in (None, ""):
 
 import pandas as pd   # module level: pandas_udf resolves the type hints in this module's globals
 
-from encoder.table import EMBEDDINGS_DIR, TableError, open_table, published_run
+from encoder.table import EMBEDDINGS_DIR, open_table, published_run
 from jobs.errors import InputError, QueryRefusedError, exit_code, one_line
 from jobs.tables import run_before
 

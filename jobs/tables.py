@@ -61,14 +61,12 @@ def run_before(pinned: PublishedRun) -> Path | None:
     """The published run before the one a reader pinned (``jobs.publish.previous_run``'s rule, but relative to the
     pinned run rather than to wherever the link points now), or None: e.g. ``predictions_prev`` beside
     ``predictions``, both from one resolution of the link."""
-    from jobs.publish import runs_dir
+    from jobs.publish import previous_run, runs_dir
 
     root = runs_dir(pinned.path)
     if not root.is_dir() or pinned.root.parent != root.resolve():      # not a run folder of this output
         return None
-    older = sorted(p for p in root.resolve().iterdir()
-                   if p.is_dir() and (p / MANIFEST).exists() and p.name < pinned.run)
-    return older[-1] if older else None
+    return previous_run(pinned.path, before=pinned.root)
 
 
 def id_hash_column(col):
