@@ -11,18 +11,13 @@ from typing import Callable, Sequence
 from .encode import FeatureExtractor
 from .encoder_config import EncoderConfig
 from .quantize import calibrate_scales, calibrate_thresholds
-from .spec import CODE_FIELDS, FeatureSpec, SpecMismatchError
+from .spec import CODE_FIELDS, CODE_KEYS, FeatureSpec, SpecMismatchError
 from .typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
 SampleTexts = Callable[[int], Sequence[str]]
 """Given a row count, returns up to that many texts of the input (deterministically chosen) for calibration."""
-
-
-CODE_KEYS = {"quantization": "encoder.quantization", "threshold_mode": "encoder.thresholds"}
-"""Each field of a spec's code part -> the config key that sets it (for errors that name the setting)."""
-assert set(CODE_KEYS) == set(CODE_FIELDS)
 
 
 def code_settings(cfg: EncoderConfig) -> dict[str, str]:

@@ -192,9 +192,10 @@ class FeatureSpec:
             raise SpecMismatchError(f"feature spec {self.fingerprint[:16]}… does not match {what} ({detail})")
 
 
-CODE_FIELDS = ("quantization", "threshold_mode")
-"""The code part of a spec: every setting that changes the stored bytes of the same features (a new one is added
-here and in ``encoder.build_spec.CODE_KEYS``, which names its config key)."""
+CODE_KEYS = {"quantization": "encoder.quantization", "threshold_mode": "encoder.thresholds"}
+"""The code part of a spec: every setting that changes the stored bytes of the same features, and the config key
+that sets it (for errors that name the setting). A new code setting is added here once."""
+CODE_FIELDS = tuple(CODE_KEYS)
 ARRAYS = ("thresholds", "scales")
 """The per-dimension arrays (stored in the safetensors file)."""
 

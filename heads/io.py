@@ -186,8 +186,10 @@ def heads_fingerprint(folder: str | Path) -> str:
     fingerprints mean the same heads, so their predictions on an unchanged code are the same."""
     import hashlib
 
+    from encoder.hashing import file_sha256
+
     root = Path(folder)
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file() and p.parent != root):
-        h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+        h.update(str(f.relative_to(root)).encode() + b"\0" + bytes.fromhex(file_sha256(f)))
     return h.hexdigest()

@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 import pyarrow as pa
 
 from encoder.schema import CORE_COLUMNS, EMBEDDING, ID
-from encoder.table import open_table, published_run, read_manifest
+from encoder.table import TableError, open_table, published_run, read_manifest
 from heads.io import heads_fingerprint, load_heads
 from heads.predict import PREDICTIONS_FORMAT_VERSION, predictions_schema, task_columns
 from jobs import publish
@@ -55,6 +55,7 @@ def run(cfg: ApplyHeadsConfig) -> dict:
     spec = table.spec
     heads_run = published_run(cfg.heads)      # likewise one heads run: loaded here, scored by the workers
     heads_dir = heads_run.root
+    publish.hold_run(heads_dir)             # the workers load the heads from this run: not pruned meanwhile
     heads = load_heads(heads_dir, spec)     # a head of another feature spec is refused here, before Spark starts
     spark = spark_session(cfg.spark, "apply_heads")
     full = open_embeddings(spark, table)
@@ -83,7 +84,8 @@ def run(cfg: ApplyHeadsConfig) -> dict:
     check_table(staging / "predictions", schema)
     write_report(spark.read.parquet((staging / "predictions").as_uri()), heads, staging)
     if rows_in != rows_out:
-        raise RuntimeError(f"rows in ({rows_in}) != rows out ({rows_out}); not publishing {staging}")
+        raise TableError(f"{table.root}: rows in ({rows_in}) != rows out ({rows_out}); the embedding table changed "
+                         f"under the job or a file of it is unreadable; not publishing {staging}")
     manifest = write_manifest(staging, run_id, t0, {
         "predictions_format_version": PREDICTIONS_FORMAT_VERSION,
         "embeddings": str(table.root), "heads": str(heads_dir),
@@ -126,6 +128,8 @@ def rescore_changed(spark, emb, base: tuple[Path, dict], fn, schema: pa.Schema):
     from pyspark.sql import functions as F
 
     folder, m = base
+    publish.hold_run(folder)                # the base predictions and the embedding run they scored are read
+    publish.hold_run(Path(m["embeddings"]))
     old_emb = spark.read.parquet((Path(m["embeddings"]) / "embeddings").as_uri()).select(
         F.col(ID), F.col(EMBEDDING).alias("_old"))
     old_pred = spark.read.parquet((folder / "predictions").as_uri())

@@ -26,7 +26,7 @@ from encoder.schema import COLUMN_DOCS, ID, QUARANTINE_REASON_DOCS, TEXT
 from encoder.spec import FeatureSpec
 from encoder.table import EMBEDDINGS_DIR, MANIFEST, PublishedRun, TableError, check_counts, open_table, published_run, \
     read_manifest
-from jobs.errors import InputError, exit_code
+from jobs.errors import InputError, exit_code, one_line
 
 NEIGHBOUR_DOCS = {
     "query_id": "the query's id in the query table",
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         text = describe(args.folder)
     except (InputError, TableError) as exc:
-        print(f"jobs.describe: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"jobs.describe: {one_line(exc)}", file=sys.stderr)
         return exit_code(exc) or 3
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -160,6 +160,7 @@ def base_table(cfg: EmbedConfig, extractor: FeatureExtractor, spec: FeatureSpec 
     if cfg.output.mode != "incremental" or current is None:
         return None
     base = open_table(current)
+    publish.hold_run(base.root)            # carried rows are read from it: not pruned while this run reads it
     what, hint = f"the published table {current.name}", "a new model or spec needs output.mode=full"
     if spec is None:          # calibrated: the base's own thresholds, if this encoder and these code settings fit it
         extractor.check_spec(base.spec)

@@ -136,8 +136,11 @@ def writes_output(path_of: Callable[[Any], str]) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapped(cfg, *args, **kwargs):
-            with output_errors(path_of(cfg)):
-                return fn(cfg, *args, **kwargs)
+            try:
+                with output_errors(path_of(cfg)):
+                    return fn(cfg, *args, **kwargs)
+            finally:
+                release_runs()      # the runs this job read may be pruned again
         return wrapped  # type: ignore[return-value]
     return decorate
 
@@ -277,11 +280,58 @@ def remove_dead_runs(out: Path) -> None:
             logger.info("removed the folder of a run that did not finish: %s", p)
 
 
+READERS = ".readers"
+"""A run folder's reader-lock file: a job reading the run holds a shared flock on it; pruning takes it exclusively."""
+_HELD: dict[Path, int] = {}      # run folder -> the descriptor of its reader lock this process holds
+
+
+def hold_run(run_root: str | Path) -> None:
+    """Keep ``run_root`` from being pruned while this process reads it (a shared lock on its ``.readers`` file, held
+    until ``release_runs``: the job's end). A run being pruned right now is a ``TableError`` naming it."""
+    from encoder.table import TableError
+
+    root = Path(run_root).resolve()
+    lock_file = root / READERS
+    if root in _HELD or not lock_file.is_file():      # runs published before reader locks existed: nothing to hold
+        return
+    fd = os.open(lock_file, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise TableError(f"{root} is being pruned by a newer run's publication; read the published path again") \
+            from None
+    _HELD[root] = fd
+
+
+def release_runs() -> None:
+    """Release every run this process holds (``hold_run``)."""
+    while _HELD:
+        os.close(_HELD.popitem()[1])
+
+
+def _readers_active(run: Path) -> bool:
+    """True when some process holds ``run`` for reading; otherwise returns holding nothing."""
+    lock_file = run / READERS
+    if not lock_file.is_file():
+        return False
+    fd = os.open(lock_file, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)        # a reader arriving now finds the folder gone or whole (rmtree follows at once)
+    return False
+
+
 def publish(output: str | Path, staging: Path, keep_runs: int = 2) -> Path:
-    """Point ``output`` at ``staging`` atomically (symlink + rename), then prune old runs beyond ``keep_runs``."""
+    """Point ``output`` at ``staging`` atomically (symlink + rename), then prune old runs beyond ``keep_runs`` (a run a
+    live reader holds is kept until a later publication finds it free)."""
     out = Path(output).absolute()
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.link"
     with output_errors(out):
+        (staging / READERS).touch()
         try:
             os.symlink(os.path.relpath(staging, out.parent), tmp)
             os.replace(tmp, out)  # atomic on POSIX: readers see the old target or the new one
@@ -320,5 +370,8 @@ def prune(output: Path, keep_runs: int) -> None:
     for p in runs:
         # only runs older than the current one: a newer folder may be a run still in progress
         if p not in keep and current is not None and p.name < current.name:
+            if _readers_active(p):
+                logger.info("kept old run %s: a job is still reading it", p)
+                continue
             shutil.rmtree(p, ignore_errors=True)
             logger.info("pruned old run %s", p)

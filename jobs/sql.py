@@ -130,7 +130,7 @@ def duckdb_query(con, query: str, limit: int) -> tuple[list[str], list[tuple]]:
     except duckdb.PermissionException as exc:
         raise QueryRefusedError(f"the query reads a file outside the published views (DuckDB: "
                                 f"enable_external_access = false): {_first_line(exc)}") from None
-    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
+    except duckdb.Error as exc:       # parser, binder, catalog, conversion, invalid input: the query's fault
         raise InputError(_first_line(exc)) from None
 
 
@@ -143,11 +143,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _duckdb_reader(fmt: str, path: str) -> str:
-    p = Path(path)
-    glob = str(p / "*.parquet") if p.is_dir() and fmt == "parquet" else str(p / "*") if p.is_dir() else str(p)
-    from jobs.ingest import FORMATS    # lazily: the DuckDB path never starts Spark
+    """The DuckDB table function over a view's files: the files the pipeline's own listing reads (the format's file
+    names; a stray README or _SUCCESS in the folder is left out), as an explicit list."""
+    from jobs.ingest import FORMATS, list_input    # lazily: the DuckDB path never starts Spark
 
-    return FORMATS[fmt].duckdb.format(path=_literal(glob))
+    listing = list_input(str(path), fmt, "view")  # type: ignore[arg-type]
+    files = [str(path)] if listing is None else [str(f) for f in listing.files]
+    return FORMATS[fmt].duckdb.format(path="[" + ", ".join(_literal(f) for f in files) + "]")
 
 
 def _ident(name: str) -> str:

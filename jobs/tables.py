@@ -41,7 +41,10 @@ def open_embeddings(spark, folder: str | Path | PublishedTable, columns: tuple[s
     that run folder, so a run published meanwhile never mixes in."""
     from pyspark.sql import functions as F
 
+    from jobs.publish import hold_run
+
     table = folder if isinstance(folder, PublishedTable) else open_table(folder)
+    hold_run(table.root)                       # not pruned by a newer publication while this job reads it
     df = spark.read.parquet(*[f.as_uri() for f in table.files])     # absolute paths inside the run folder
     dup = (df.groupBy(ID).agg(F.count(F.lit(1)).alias("n")).where("n > 1")
            .orderBy(ID).limit(1).collect())
@@ -78,8 +81,10 @@ def id_hash_column(col):
 
 
 def id_bucket_column(col):
-    """``id_hash_column % 100``: the bucket the split rule compares with ``val_percent`` (``encoder.hashing``)."""
-    return id_hash_column(col) % 100
+    """``id_hash_column % ID_BUCKETS``: the bucket the split rule compares with ``val_percent`` (``encoder.hashing``)."""
+    from encoder.hashing import ID_BUCKETS
+
+    return id_hash_column(col) % ID_BUCKETS
 
 
 def id_layout(df, schema: pa.Schema, partitions: int, field_metadata: dict[str, dict[str, str]] | None = None):

@@ -38,7 +38,7 @@ from heads.tasks import MISSING, LabelError, TaskConfig, check_label_values, che
 from jobs import publish
 from jobs.common import SparkSettings, run_main, spark_session
 from jobs.errors import InputError
-from jobs.ingest import C_ID, C_REASON, C_TEXT, Format, InputConfig, read_input, read_table
+from jobs.ingest import C_ID, C_REASON, C_TEXT, Format, InputConfig, data_suffixes, read_input, read_table
 from jobs.tables import id_hash_column, versions, write_manifest
 from tuning.config import MultiTaskConfig
 from tuning.data import TaskData
@@ -247,11 +247,13 @@ def read_task(spark, t: TuningTask, val_percent: int) -> tuple[TaskData, dict]:
 
 def _split_files(tab: TaskTable, key: str) -> dict[str, str]:
     folder = Path(tab.path)
-    ext = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}[tab.format]
+    suffixes = data_suffixes(tab.format)         # the file names the input reader reads for this format
+    ext = suffixes[0]
     if not folder.is_dir():
         raise InputError(f"{key} = {tab.path!r}: split: file needs a folder holding train{ext}, validation{ext}, "
                          f"test{ext}")
-    found = {p.stem: str(p) for p in sorted(folder.glob(f"*{ext}"))}
+    found = {p.name[:-len(s)]: str(p) for p in sorted(folder.iterdir()) for s in suffixes
+             if p.is_file() and p.name.endswith(s) and not p.name.startswith((".", "_"))}
     other = sorted(set(found) - set(SPLITS))
     if other or "train" not in found:
         raise InputError(f"{key} = {tab.path!r}: split: file reads train{ext} (required), validation{ext} and "

@@ -8,6 +8,7 @@ disagree with the Parquet footers is a ``TableError``: one line on stderr, exit 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -246,3 +247,39 @@ def test_counts_that_disagree_with_the_footers_are_exit_6(runs, tmp_path, capsys
     assert describe.main([str(pred)]) == 6 and "rows.out = 4" in one_line(capsys)
     (pred.resolve() / "manifest.json").unlink()
     assert describe.main([str(pred)]) == 6 and "has no manifest.json" in one_line(capsys)
+
+
+def test_a_run_a_job_is_reading_is_not_pruned_until_the_job_ends(tmp_path):
+    """keep_runs prunes old runs at each publication; a run a live job reads (held through its reader lock) is kept,
+    and the first publication after the job ended prunes it."""
+    from jobs import publish
+
+    out = tmp_path / "out"
+
+    def new_run() -> Path:
+        _, staging = publish.begin_run(out)
+        (staging / "manifest.json").write_text("{}")
+        publish.publish(out, staging, keep_runs=1)
+        return out.resolve()
+
+    first = new_run()
+    publish.hold_run(first)                       # a reader pinned the first run
+    try:
+        second = new_run()
+        third = new_run()
+        assert first.is_dir() and not second.exists() and third.is_dir()   # the unheld older run went
+    finally:
+        publish.release_runs()
+    new_run()
+    assert not first.exists()                     # released: the next publication prunes it
+
+    held = new_run()
+    publish.hold_run(held)
+    fd = os.open(held / publish.READERS, os.O_RDONLY)     # as a pruning process would: the lock is taken
+    try:
+        publish.release_runs()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(TableError, match="being pruned"):
+            publish.hold_run(held)
+    finally:
+        os.close(fd)

@@ -183,3 +183,20 @@ def test_a_query_that_does_not_parse_is_one_line_exit_3(published, spark, capsys
     assert code == 3 and out == "" and len(err.strip().splitlines()) == 1 and err.startswith("jobs.sql: InputError: ")
     code, out, err = run_sql(published, "SELECT nope FROM predictions", engine, capsys)
     assert code == 3 and len(err.strip().splitlines()) == 1 and "nope" in err
+
+
+def test_duckdb_views_read_the_pipelines_files_and_runtime_errors_are_exit_3(tmp_path):
+    """A CSV folder with a stray README: the view reads the files the pipeline reads (DuckDB's own glob took the
+    README and failed on a schema mismatch); a query failing at run time is InputError (exit 3), not a traceback."""
+    from jobs.errors import InputError, exit_code
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "a.csv").write_text("id,text\n1,hello\n2,world\n")
+    (folder / "b.csv").write_text("id,text\n3,again\n")
+    (folder / "README.txt").write_text("these are the texts of the nightly export\n")
+    con = sql.duckdb_connect({"source": ("csv", str(folder))})
+    assert sql.duckdb_query(con, "SELECT count(*) FROM source", 10)[1] == [(3,)]
+    with pytest.raises(InputError) as err:
+        sql.duckdb_query(con, "SELECT CAST('x' AS INTEGER)", 10)
+    assert exit_code(err.value) == 3 and "\n" not in str(err.value)

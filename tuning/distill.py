@@ -9,9 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoder.batching import padded_batches
 from encoder.features import FeatureSettings
-from encoder.forward import pad_ids
 
 from .data import TaskData, TrainedEncoder
 from .loop import token_ids
@@ -37,11 +35,5 @@ def task_logits(trained: TrainedEncoder, tokenizer: Any, settings: FeatureSettin
     targets), through the same forward function and head input as training."""
     net = SharedEncoder(trained.model.eval(), settings, [task], 0)
     net.heads[task.task.name] = trained.heads[task.task.name]
-    ids = token_ids(tokenizer, texts, max_length)
-    lengths = np.fromiter((len(r) for r in ids), np.int64, len(ids))
-    out = np.zeros((len(ids), task.n_outputs), np.float32)
-    device = next(trained.model.parameters()).device
-    for mb in padded_batches(lengths, budget):
-        i, m = pad_ids([ids[j] for j in mb], tokenizer.pad_token_id or 0, device)
-        out[mb] = net.heads[task.task.name](net.head_input(net.features(i, m), binary)).float().cpu().numpy()
-    return out
+    return net.logits(task.task.name, token_ids(tokenizer, texts, max_length), task.n_outputs,
+                      tokenizer.pad_token_id or 0, binary, budget)

@@ -165,12 +165,8 @@ class TuningRun:
         binary = self.cfg.binary != "off"
         out = {}
         for td, (_, y), ids in zip(self.tasks, self.val, self.val_ids):
-            lengths = np.fromiter((len(r) for r in ids), np.int64, len(ids))
-            logits = np.zeros((len(ids), td.n_outputs), np.float32)
-            for mb in padded_batches(lengths, self.cfg.token_budget * 2):
-                i, m = pad_ids([ids[j] for j in mb], self.pad_id, self.device)
-                z = self.net.features(i, m, self.amp)  # type: ignore[arg-type]
-                logits[mb] = self.net.heads[td.task.name](self.net.head_input(z, binary)).float().cpu().numpy()
+            logits = self.net.logits(td.task.name, ids, td.n_outputs, self.pad_id, binary, self.cfg.token_budget * 2,
+                                     self.amp)  # type: ignore[arg-type]
             out[td.task.name] = task_metric(td.task.kind, logits, y)
         self.net.train()
         if self.world > 1:

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from encoder.batching import padded_batches
 from encoder.features import FeatureSettings
-from encoder.forward import Autocast, pooled_features
+from encoder.forward import Autocast, pad_ids, pooled_features
 from heads.modules import Head
 
 from .data import TaskData
@@ -50,6 +51,20 @@ class SharedEncoder(nn.Module):
             return x
         q = torch.where(z > self.thresholds, 1.0, -1.0).to(x.dtype)
         return q + (x - x.detach())     # exactly q forward (q + 0); x's gradient backward
+
+    @torch.no_grad()
+    def logits(self, task: str, rows: Sequence[Sequence[int]], n_outputs: int, pad_id: int, binary: bool,
+               budget: int, autocast: Autocast = "none") -> np.ndarray:
+        """One task's logits float32[n, outputs] for token id lists, in padded micro-batches under ``budget``
+        (validation during tuning, a teacher's soft targets)."""
+        lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+        out = np.zeros((len(rows), n_outputs), np.float32)
+        device = next(self.model.parameters()).device
+        for mb in padded_batches(lengths, budget):
+            ids, mask = pad_ids([rows[j] for j in mb], pad_id, device)
+            z = self.features(ids, mask, autocast)
+            out[mb] = self.heads[task](self.head_input(z, binary)).float().cpu().numpy()
+        return out
 
     def bit_margin_loss(self, z: torch.Tensor) -> torch.Tensor:
         """Per text: mean over dimensions of (|x - t| - 1)^2 on the unit-RMS features, 0 when every dimension sits
