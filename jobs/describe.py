@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from encoder.pooling import POOLING_WORDS
 from encoder.schema import COLUMN_DOCS, ID, QUARANTINE_REASON_DOCS, TEXT
 from encoder.spec import FeatureSpec
-from encoder.table import EMBEDDINGS_DIR, MANIFEST, PublishedRun, TableError, check_counts, open_table, published_run, \
-    read_manifest
+from encoder.table import EMBEDDINGS_DIR, PublishedRun, TableError, open_table, published_run, read_manifest
 from jobs.errors import InputError, exit_code, one_line
+from jobs.tables import check_neighbours_run, check_predictions_run
 
 NEIGHBOUR_DOCS = {
     "query_id": "the query's id in the query table",
@@ -132,12 +132,7 @@ def _predictions(pinned: PublishedRun) -> str:
             docs[f"{name}_positive_score"] = f"the probability of the positive label `{t.get('positive_label')}`"
     for col in m.get("passthrough", []):
         docs[col] = COLUMN_DOCS.get(col, "passed through from the embedding table") + " (from the embedding table)"
-    files = sorted((root / "predictions").glob("*.parquet"))
-    if not files:
-        raise InputError(f"{root / 'predictions'} holds no Parquet files")
-    rows = m.get("rows")
-    out = check_counts(root / MANIFEST, rows.get("out") if isinstance(rows, dict) else None, "rows.out",
-                       root / "predictions", files)
+    _, files, out = check_predictions_run(root)
     lines = _header("Predictions table", pinned, m)
     lines += [f"Rows: {out:,}, one per "
               f"row of the embedding table `{m.get('embeddings')}`; heads from `{m.get('heads')}`; feature spec "
@@ -151,11 +146,7 @@ def _predictions(pinned: PublishedRun) -> str:
 
 def _neighbours(pinned: PublishedRun) -> str:
     root = pinned.root
-    m = _manifest(root)
-    for key, count in (("search", "rows"), ("duplicates", "pairs")):
-        if key in m:
-            stated = m[key].get(count) if isinstance(m[key], dict) else None
-            check_counts(root / MANIFEST, stated, f"{key}.{count}", root / key)
+    m = check_neighbours_run(root)
     lines = _header("Neighbours", pinned, m)
     lines += [f"Over `{m.get('embeddings')}` ({m.get('rows', 0):,} rows, {m.get('bits')}-bit codes).", ""]
     if "search" in m:

@@ -338,6 +338,7 @@ def publish(output: str | Path, staging: Path, keep_runs: int = 2) -> Path:
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
+    release_runs()          # this job has read what it read: its own holds must not keep its base from pruning
     prune(out, keep_runs)
     unlock(out)
     return out

@@ -49,7 +49,7 @@ import pandas as pd   # module level: pandas_udf resolves the type hints in this
 
 from encoder.table import EMBEDDINGS_DIR, open_table, published_run
 from jobs.errors import InputError, QueryRefusedError, exit_code, one_line
-from jobs.tables import run_before
+from jobs.tables import check_neighbours_run, check_predictions_run, run_before
 
 Engine = Literal["duckdb", "spark"]
 DUCKDB_HAMMING = "CREATE OR REPLACE MACRO hamming(a, b) AS bit_count(xor(a::BIT, b::BIT))"
@@ -74,11 +74,15 @@ def views(embeddings: str | Path = "out/embed", predictions: str | Path = "out/p
     pinned = published_run(predictions)
     pred = pinned.root
     if (pred / "predictions").is_dir():
+        check_predictions_run(pred)                   # manifest present and its counts the files': else exit 6
         out["predictions"] = ("parquet", str(pred / "predictions"))
         prev = run_before(pinned)                     # the run before the pinned one, not before the link now
         if prev is not None and (prev / "predictions").is_dir():
+            check_predictions_run(prev)
             out["predictions_prev"] = ("parquet", str(prev / "predictions"))
     nb = published_run(neighbours).root
+    if (nb / "search").is_dir() or (nb / "duplicates").is_dir():
+        check_neighbours_run(nb)
     for name, folder in (("neighbours", "search"), ("duplicates", "duplicates")):
         if (nb / folder).is_dir():
             out[name] = ("parquet", str(nb / folder))

@@ -54,6 +54,34 @@ def open_embeddings(spark, folder: str | Path | PublishedTable, columns: tuple[s
     return EmbeddingsInput(table, df.select(*columns) if columns else df)
 
 
+def check_predictions_run(root: Path) -> tuple[dict, list[Path], int]:
+    """A published predictions run folder: its manifest (present, JSON), its Parquet files and ``rows.out`` equal to
+    their footers -> (manifest, files, rows); else ``TableError``."""
+    from encoder.table import check_counts, read_manifest
+
+    m = read_manifest(root)
+    files = sorted((root / "predictions").glob("*.parquet"))
+    if not files:
+        raise TableError(f"{root / 'predictions'} holds no Parquet files")
+    rows = m.get("rows")
+    out = check_counts(root / MANIFEST, rows.get("out") if isinstance(rows, dict) else None, "rows.out",
+                       root / "predictions", files)
+    return m, files, out
+
+
+def check_neighbours_run(root: Path) -> dict:
+    """A published neighbours run folder: its manifest, and its ``search.rows`` / ``duplicates.pairs`` equal to the
+    footers of ``search/`` / ``duplicates/`` -> the manifest; else ``TableError``."""
+    from encoder.table import check_counts, read_manifest
+
+    m = read_manifest(root)
+    for key, count in (("search", "rows"), ("duplicates", "pairs")):
+        if key in m:
+            stated = m[key].get(count) if isinstance(m[key], dict) else None
+            check_counts(root / MANIFEST, stated, f"{key}.{count}", root / key)
+    return m
+
+
 def input_runs(**reads: PublishedTable | PublishedRun) -> dict[str, dict[str, str]]:
     """The ``input_runs`` entry of a job's manifest: for each published output it read (by role, e.g.
     ``embeddings``, ``heads``, ``base``), the path it was given and the one run it was pinned to."""

@@ -156,7 +156,9 @@ def fake_run(link: Path, name: str, folder: str, rows: int, manifest: dict | Non
     run = link.parent / f"{link.name}.runs" / name
     (run / folder).mkdir(parents=True)
     pq.write_table(pa.table({"id": [f"{name}-{i}" for i in range(rows)]}), run / folder / "part-00000.parquet")
-    (run / "manifest.json").write_text(json.dumps(manifest if manifest is not None else {"run_id": name}))
+    counts = {"rows": {"in": rows, "out": rows}} if folder == "predictions" else \
+        {folder: {"rows" if folder == "search" else "pairs": rows}}       # what the jobs write: counts = footers
+    (run / "manifest.json").write_text(json.dumps(manifest if manifest is not None else {"run_id": name} | counts))
     return run
 
 
@@ -245,31 +247,37 @@ def test_counts_that_disagree_with_the_footers_are_exit_6(runs, tmp_path, capsys
     fake_run(pred, "20260101T000000Z-a", "predictions", 3, {"run_id": "a", "rows": {"in": 4, "out": 4}})
     point(pred, "20260101T000000Z-a")
     assert describe.main([str(pred)]) == 6 and "rows.out = 4" in one_line(capsys)
+    with pytest.raises(TableError, match="rows.out = 4"):          # the SQL views check the same counts
+        sql.views(tmp_path / "none", pred, tmp_path / "none")
     (pred.resolve() / "manifest.json").unlink()
     assert describe.main([str(pred)]) == 6 and "has no manifest.json" in one_line(capsys)
+    assert sql.main(["SELECT 1", "--embeddings", str(tmp_path / "none"), "--predictions", str(pred),
+                     "--neighbours", str(tmp_path / "none")]) == 6 and "has no manifest.json" in one_line(capsys)
 
 
 def test_a_run_a_job_is_reading_is_not_pruned_until_the_job_ends(tmp_path):
     """keep_runs prunes old runs at each publication; a run a live job reads (held through its reader lock) is kept,
     and the first publication after the job ended prunes it."""
-    from jobs import publish
+    import time
 
     out = tmp_path / "out"
 
     def new_run() -> Path:
+        time.sleep(1.05)                          # run ids order by the second they began
         _, staging = publish.begin_run(out)
         (staging / "manifest.json").write_text("{}")
         publish.publish(out, staging, keep_runs=1)
         return out.resolve()
 
     first = new_run()
-    publish.hold_run(first)                       # a reader pinned the first run
+    fd = os.open(first / publish.READERS, os.O_RDONLY)    # another process reading the first run holds its lock
+    fcntl.flock(fd, fcntl.LOCK_SH)
     try:
         second = new_run()
         third = new_run()
         assert first.is_dir() and not second.exists() and third.is_dir()   # the unheld older run went
     finally:
-        publish.release_runs()
+        os.close(fd)
     new_run()
     assert not first.exists()                     # released: the next publication prunes it
 

@@ -41,7 +41,7 @@ def published(tmp_path) -> dict[str, Path]:
     for k in range(2):
         pq.write_table(pa.table({"id": [f"r{k}{i}" for i in range(3)], "neutral": ["neutral", "emotional", "neutral"]}),
                        staging / "predictions" / f"part-{k:05d}.parquet")
-    (staging / "manifest.json").write_text("{}\n")
+    (staging / "manifest.json").write_text('{"rows": {"in": 6, "out": 6}}\n')
     publish.publish(out, staging)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
