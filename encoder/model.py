@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .hashing import file_sha256
-from .typed_config import ConfigError
+from .typed_config import ConfigError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def check_model_folder(path: Path, model: str) -> None:
         with safe_open(str(weights), framework="pt") as st:
             names = list(st.keys())
     except Exception as exc:  # noqa: BLE001 - SafetensorError and OSError alike: the file cannot be read
-        raise ModelError(model, f"{weights} is not a readable safetensors file ({_first_line(exc)}); truncated, "
+        raise ModelError(model, f"{weights} is not a readable safetensors file ({first_line(exc)}); truncated, "
                          "or not safetensors") from exc
     if not names:
         raise ModelError(model, f"{weights} holds no tensors")
@@ -88,7 +88,7 @@ def _check_config(config: Path, model: str) -> None:
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(model, f"{config} is not valid JSON ({_first_line(exc)})") from None
+        raise ModelError(model, f"{config} is not valid JSON ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelError(model, f"{config} must hold a JSON object, got {type(data).__name__}")
     model_type = data.get("model_type")
@@ -104,11 +104,6 @@ def _check_config(config: Path, model: str) -> None:
     if data.get("auto_map"):
         logger.warning("%s: auto_map names custom code, which is not run; loading transformers' own %r "
                        "architecture", config, model_type)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def model_fingerprint(path: Path) -> dict[str, str]:
@@ -175,7 +170,7 @@ def load_encoder(model: str | Path, device: str = "cpu", threads: int = 0) -> Lo
         raise
     except Exception as exc:  # noqa: BLE001 - the folder passed check_model_folder, so its files are the problem
         logger.debug("loading %s failed", path, exc_info=True)
-        problem = _first_line(exc)
+        problem = first_line(exc)
         if "ignore_mismatched_sizes" in problem:   # its report (a table) is silenced above
             problem = "model.safetensors holds weights of another shape than config.json describes"
         raise ModelError(str(model), f"folder {path} cannot be loaded: {problem}") from exc

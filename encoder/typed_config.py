@@ -32,6 +32,11 @@ def choice_error(source: str, key: str, value: Any, allowed: tuple) -> ConfigErr
     return ConfigError(source, key, f"= {value!r}; expected one of {', '.join(repr(a) for a in allowed)}")
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first non-empty line (library and engine messages often span lines: errors here are one)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 def require_at_least(obj: Any, keys: tuple[str, ...] | list[str], low: float, source: str, prefix: str) -> None:
     """The one lower-bound check of a config: every named field >= ``low``, else a ConfigError naming the key."""
     for key in keys:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,8 +161,14 @@ def wheel(state: str | Path | None = None) -> Path:
     dist = state_dir(state) / "dist"
     for old in [*dist.glob("*.whl"), *dist.glob("*.zip")]:
         old.unlink()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(ROOT)], check=True)
+    # built from a scratch copy of the sources: setuptools' build/ folder would otherwise sit in the checkout, a
+    # second copy of every module, and a module deleted since the last build would still be shipped from it
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "build", "out", "*.egg-info", "__pycache__",
+                                                                   "spark-warehouse", "metastore_db"))
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(dist), str(src)], check=True)
     whl = next(dist.glob("*.whl"))
     return whl.rename(whl.with_suffix(".zip"))
 

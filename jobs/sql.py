@@ -48,6 +48,7 @@ if __package__ in (None, ""):
 import pandas as pd   # module level: pandas_udf resolves the type hints in this module's globals
 
 from encoder.table import EMBEDDINGS_DIR, open_table, published_run
+from encoder.typed_config import first_line
 from jobs.errors import InputError, QueryRefusedError, exit_code, one_line
 from jobs.tables import check_neighbours_run, check_predictions_run, run_before
 
@@ -102,7 +103,7 @@ def duckdb_connect(tables: dict[str, tuple[str, str]]):
         try:
             con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM {_duckdb_reader(fmt, str(p))}")
         except duckdb.Error as exc:
-            raise InputError(f"view {name} = {path!r} could not be read as {fmt}: {_first_line(exc)}") from None
+            raise InputError(f"view {name} = {path!r} could not be read as {fmt}: {first_line(exc)}") from None
         (folders if p.is_dir() else files).append(str(p) + os.sep if p.is_dir() else str(p))
     con.execute(DUCKDB_HAMMING)
     for setting, paths in (("allowed_directories", folders), ("allowed_paths", files)):
@@ -120,7 +121,7 @@ def duckdb_query(con, query: str, limit: int) -> tuple[list[str], list[tuple]]:
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
-        raise InputError(f"the query does not parse: {_first_line(exc)}") from None
+        raise InputError(f"the query does not parse: {first_line(exc)}") from None
     if not statements:
         raise InputError("no SQL statement given")
     if len(statements) != 1:
@@ -133,17 +134,13 @@ def duckdb_query(con, query: str, limit: int) -> tuple[list[str], list[tuple]]:
         return rel.columns, rel.fetchmany(limit)
     except duckdb.PermissionException as exc:
         raise QueryRefusedError(f"the query reads a file outside the published views (DuckDB: "
-                                f"enable_external_access = false): {_first_line(exc)}") from None
+                                f"enable_external_access = false): {first_line(exc)}") from None
     except duckdb.Error as exc:       # parser, binder, catalog, conversion, invalid input: the query's fault
-        raise InputError(_first_line(exc)) from None
+        raise InputError(first_line(exc)) from None
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _duckdb_reader(fmt: str, path: str) -> str:
@@ -202,7 +199,7 @@ def spark_query(session, query: str):
         try:
             statement = parser.parsePlan(query)
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"the query does not parse: {_first_line(exc)}") from None
+            raise InputError(f"the query does not parse: {first_line(exc)}") from None
         while statement.getClass().getSimpleName() == "UnresolvedWith":       # WITH ... INSERT: name the INSERT
             statement = statement.child()
         raise QueryRefusedError(f"{statement.getClass().getSimpleName()} is not a query (Spark's parser); {ONLY}") \
@@ -210,7 +207,7 @@ def spark_query(session, query: str):
     try:
         return DataFrame(session._jvm.org.apache.spark.sql.classic.Dataset.ofRows(jsession, plan), session)
     except AnalysisException as exc:
-        raise _spark_refusal(session, exc) or InputError(_first_line(exc)) from None
+        raise _spark_refusal(session, exc) or InputError(first_line(exc)) from None
 
 
 def _spark_refusal(session, exc) -> QueryRefusedError | None:
