@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run embed train_heads apply_heads train_encoder study crossover costs plan neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench clean
+.PHONY: setup run embed train_heads apply_heads train_encoder study crossover costs plan neighbours cluster-up cluster-down embed-cluster apply-cluster nightly-bench test test-fast bench gpu-pack clean
 
 setup: $(STAMP)
 
@@ -102,6 +102,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/heads_input_scale.py
 	$(BIN)/python bench/long_texts.py
 	$(BIN)/python bench/search.py
+
+# The GPU pack (needs ../shared/data; about a minute on 2 cores): the fp16-rounded model, texts and CPU reference
+# codes in out/gpu_pack, for bench/gpu_encode.py run on a device (docs/gpu.md has the device command)
+gpu-pack: $(STAMP)
+	$(BIN)/python bench/gpu_encode.py pack --out out/gpu_pack
 
 clean:
 	rm -rf out spark-warehouse metastore_db .pytest_cache
