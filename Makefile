@@ -55,12 +55,13 @@ crossover: $(STAMP)
 costs: $(STAMP)
 	$(BIN)/python bench/costs.py --write
 
-# The planner on your numbers: make plan TASKS=12 TEXTS=5e6 TOKENS=60 (costs: docs/costs.json)
+# The planner on your numbers: make plan TASKS=12 TEXTS=5e6 TOKENS=60 [BACKEND=onnx_int8] (costs: docs/costs.json)
 TASKS  ?= 12
 TEXTS  ?= 5e6
 TOKENS ?= 60
+BACKEND ?= torch
 plan: $(STAMP)
-	$(BIN)/python -m jobs.plan --tasks $(TASKS) --texts-per-day $(TEXTS) --mean-tokens $(TOKENS)
+	$(BIN)/python -m jobs.plan --tasks $(TASKS) --texts-per-day $(TEXTS) --mean-tokens $(TOKENS) --backend $(BACKEND)
 
 # Nearest neighbours of the queries in examples/queries.csv and near-duplicate pairs, over out/embed (make embed).
 neighbours: $(STAMP)

@@ -1,19 +1,24 @@
 """The per-text costs the planner (``python -m jobs.plan``) reads, measured on this machine.
 
-    python bench/costs.py [--write]      # ~7 minutes on 2 cores; --write also updates docs/costs.json (the default)
+    python bench/costs.py [--write]      # ~10 minutes on 2 cores; --write also updates docs/costs.json (the default)
     python bench/costs.py --quick        # every step on small inputs, ~2 minutes (never written to docs/)
 
 (1) Seconds per text of an encoder pass through the pipeline's own extractor (tokenize, length-bucketed batches,
     pooling) at 16, 32, 64 and 128 tokens, for the shared encoder (the packaged all-MiniLM-L6-v2, 6 layers; a per-task
     teacher has the same architecture) and for a per-task student: the teacher's first 2 layers (a third of its
-    FLOPs, as DistilBERT-style students keep a fraction of the teacher's depth). The two take turns within each repeat
-    (bench/timing.py); medians, fitted as a + b·t + c·t².
+    FLOPs, as DistilBERT-style students keep a fraction of the teacher's depth), each on every encoder backend
+    (``encoder.backend``: torch, onnx, onnx_int8). All six take turns within each repeat (bench/timing.py), so the
+    backends' ratios to torch come from one run; medians, fitted as a + b·t + c·t² per path and backend. The ONNX
+    graphs are built into a temporary graph cache of this run only (the student's placeholder fingerprint must never
+    find another model's graph).
 (2) Seconds per text of one head on stored 48-byte codes (fused scoring of 20 binary linear heads on 200,000 codes).
 (3) Fixed seconds per job run (Spark session, model load, publication): the embed and apply jobs on a 20-row input.
 (4) The planner's prediction for the shipped 5,000-text sample (its mean token count, 2 heads) against a measured
     embed + apply run on it (bar: within 25%).
+(5) Per backend: the shared encoder pass's seconds per 1M texts at the sample's mean length, and its ratio to torch.
 Writes out/crossover/costs.json (bench/crossover.py reads it with --costs) in the format planning/costs.py's
-``CostModel.from_dict`` reads; ``--write`` copies it to docs/costs.json.
+``CostModel.from_dict`` reads (torch's coefficients in ``devices.cpu.seconds_per_text`` as before, the other backends'
+in ``devices.cpu.backends.<backend>``); ``--write`` copies it to docs/costs.json.
 """
 from __future__ import annotations
 
@@ -30,8 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _setup import DATA, ROOT  # noqa: E402  (path, offline env)
 
 import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
+
+from encoder.backends import BACKENDS, backend_recipe  # noqa: E402
 
 from study import STUDENT_LAYERS  # noqa: E402
 from timing import compare, once  # noqa: E402
@@ -51,25 +59,37 @@ def student_of(loaded, layers: int):
                          {"name": f"first{layers}", "sha256": "-"}, layers, loaded.hidden_size)
 
 
-def seconds_per_text(encoders: dict[str, tuple], token_ids: list[list[int]], repeats: int = 5,
-                     tokens: int = 16_000, min_texts: int = 300) -> dict[str, dict[int, float]]:
-    """{name: (LoadedEncoder, layers)} -> {name: {tokens: median seconds per text}}, the encoders interleaved; at
-    each length ``tokens`` tokens of text, at least ``min_texts`` texts."""
+def seconds_per_text(encoders: dict[str, tuple], token_ids: list[list[int]], backends: tuple[str, ...],
+                     graph_cache: str, repeats: int = 5, tokens: int = 16_000,
+                     min_texts: int = 300) -> dict[str, dict[str, dict[int, float]]]:
+    """{name: (LoadedEncoder, layers)} -> {backend: {name: {tokens: median seconds per text}}}, every encoder on every
+    backend interleaved in one ``compare`` per length; at each length ``tokens`` tokens of text, at least
+    ``min_texts`` texts. Each backend's features are checked against torch's first (a broken graph is not timed)."""
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
     from encoder.features import FeatureSettings
 
-    fxs = {k: FeatureExtractor(m, EncoderConfig(features=FeatureSettings(layers=layers)))
-           for k, (m, layers) in encoders.items()}
-    out: dict[str, dict[int, float]] = {k: {} for k in fxs}
+    fxs = {(b, k): FeatureExtractor(m, EncoderConfig(features=FeatureSettings(layers=layers, backend=b),
+                                                     graph_cache=graph_cache))
+           for b in backends for k, (m, layers) in encoders.items()}
+    probe = [ids[:31] + [ids[-1]] for ids in token_ids[:32]]
+    for (b, k), fx in fxs.items():
+        if b != "torch":
+            ref, got = fxs["torch", k].encode_ids(probe, len(probe)), fx.encode_ids(probe, len(probe))
+            cos = float(np.min(np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))))
+            if cos < 0.9:
+                raise SystemExit(f"{k} on {b}: features disagree with torch's (min cosine {cos:.3f}); not timed")
+    name = {key: f"{key[1]}/{key[0]}" for key in fxs}
+    out: dict[str, dict[str, dict[int, float]]] = {b: {k: {} for k in encoders} for b in backends}
     for t in LENGTHS:
         rows = [ids[:t - 1] + [ids[-1]] for ids in token_ids if len(ids) >= t][:max(min_texts, tokens // t)]
         if len(rows) < 50:
             raise SystemExit(f"not enough texts of {t} tokens to time")
-        timed = compare({k: (lambda fx=fx: fx.encode_ids(rows, len(rows))) for k, fx in fxs.items()}, repeats,
-                        warmup={k: (lambda fx=fx: fx.encode_ids(rows[:20], 20)) for k, fx in fxs.items()})
-        for k in fxs:
-            out[k][t] = timed.per_item(k, len(rows))
+        timed = compare({name[key]: (lambda fx=fx: fx.encode_ids(rows, len(rows))) for key, fx in fxs.items()},
+                        repeats, warmup={name[key]: (lambda fx=fx: fx.encode_ids(rows[:20], 20))
+                                         for key, fx in fxs.items()})
+        for key in fxs:
+            out[key[0]][key[1]][t] = timed.per_item(name[key], len(rows))
     return out
 
 
@@ -137,13 +157,19 @@ def measure_costs(threads: int, say, quick: bool = False, command: str = "python
         texts = [" ".join(sample[i:i + 8]) for i in range(0, len(sample), 2)]
     ids = tokenize(base.tokenizer, texts, 1 << 30)[0]
     long_ids = [sum((x[1:-1] for x in ids[i:i + 10]), [ids[i][0]]) + [ids[i][-1]] for i in range(0, len(ids), 3)]
-    timed = seconds_per_text({"shared": (base, "last4"), "student": (student_of(base, STUDENT_LAYERS), "last")},
-                             long_ids, *((2, 2_000, 60) if quick else (5, 16_000, 300)))
-    shared, student = timed["shared"], timed["student"]
+    with tempfile.TemporaryDirectory(prefix="costs-graphs-") as graphs:   # this run's graphs only (see (1))
+        by_backend = seconds_per_text({"shared": (base, "last4"),
+                                       "student": (student_of(base, STUDENT_LAYERS), "last")},
+                                      long_ids, BACKENDS, graphs, *((2, 2_000, 60) if quick else (5, 16_000, 300)))
+    shared, student = by_backend["torch"]["shared"], by_backend["torch"]["student"]
     say("seconds per text by tokens:")
     for t in LENGTHS:
         say(f"  {t:4d} tokens: shared {shared[t] * 1e3:7.3f} ms, student {student[t] * 1e3:7.3f} ms "
             f"(ratio {student[t] / shared[t]:.2f})")
+    for b in BACKENDS[1:]:
+        say(f"  {b}, times torch's speed (torch seconds / {b} seconds) at 16/32/64/128 tokens: " + "; ".join(
+            f"{k} " + " ".join(f"{by_backend['torch'][k][t] / by_backend[b][k][t]:.2f}" for t in LENGTHS)
+            for k in ("shared", "student")))
     h = head_seconds(20_000 if quick else 200_000, 3)
     say(f"one head on a stored code: {h * 1e9:.1f} ns per text")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -159,16 +185,26 @@ def measure_costs(threads: int, say, quick: bool = False, command: str = "python
         fixed = run_jobs(tmp / "fixed", tiny, tmp / "sample" / "heads")
         say(f"fixed seconds per run (20 rows): embed {fixed['embed']:.1f}, apply {fixed['apply']:.1f}")
         arch = Architecture.of(base.model.config)
+        backends = {b: {"recipe": backend_recipe(b),
+                         "seconds_per_text": {"shared": fit(by_backend[b]["shared"]),
+                                              "teacher": fit(by_backend[b]["shared"]),
+                                              "student": fit(by_backend[b]["student"])},
+                         "per_length_seconds": by_backend[b],
+                         "speed_vs_torch": {k: {t: by_backend["torch"][k][t] / by_backend[b][k][t] for t in LENGTHS}
+                                            for k in ("shared", "student")}}
+                    for b in BACKENDS[1:]}
         costs = {"format_version": 1, "dim": 384,
-                 "measured": {"command": command, "date": str(date.today()),
-                              "machine": f"{platform.machine()}, {threads} CPU threads, torch {torch.__version__}"},
+                 "measured": {"command": command, "date": str(date.today()), "threads": threads,
+                              "machine": f"{platform.machine()}, {threads} CPU threads, torch {torch.__version__}, "
+                                         f"onnxruntime {onnxruntime.__version__}"},
                  "architectures": {"shared": vars(arch), "teacher": vars(arch),
                                    "student": vars(Architecture.of(base.model.config, STUDENT_LAYERS))},
                  "devices": {"cpu": {"seconds_per_text": {"shared": fit(shared), "teacher": fit(shared),
                                                           "student": fit(student)},
                                      "head_seconds_per_text": h,
                                      "fixed_seconds": {"embed": round(fixed["embed"], 2),
-                                                       "apply": round(fixed["apply"], 2)}}},
+                                                       "apply": round(fixed["apply"], 2)},
+                                     "backends": backends}},
                  "per_length_seconds": {"shared": shared, "student": student}}
         # (4) the planner against a measured run on the shipped sample
         model = CostModel.from_dict(costs)
@@ -185,6 +221,17 @@ def measure_costs(threads: int, say, quick: bool = False, command: str = "python
                                   "predicted_seconds": p.seconds["shared"], "measured_seconds": got,
                                   "embed_seconds": measured["embed"], "apply_seconds": measured["apply"],
                                   "ratio": ratio}
+        # (5) per backend: the shared encoder pass per 1M texts at the sample's mean length, against torch
+        mean = float(np.mean(n_tok))
+        torch_1m = plan(model, "cpu", 1, 1e6, mean).encoder_seconds_per_million
+        say(f"shared encoder pass per 1M texts at the sample's mean length ({mean:.1f} tokens), {threads} threads:")
+        summary = {}
+        for b in BACKENDS:
+            s_1m = plan(model, "cpu", 1, 1e6, mean, backend=b).encoder_seconds_per_million
+            summary[b] = {"seconds_per_million": s_1m, "speed_vs_torch": torch_1m / s_1m}
+            say(f"  {b:<10} {s_1m:9,.0f} s = {s_1m / 3600:5.2f} hours ({s_1m * threads / 3600:5.2f} CPU-hours), "
+                f"{torch_1m / s_1m:.2f}x torch's speed")
+        costs["backend_summary"] = {"mean_tokens": mean, "backends": summary}
     return costs
 
 

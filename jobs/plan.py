@@ -1,12 +1,14 @@
 """Shared encoder or one model per task? The cost of both paths for your numbers, and the crossover N*.
 
-    python -m jobs.plan --tasks 12 --texts-per-day 5e6 --mean-tokens 60 [--device cpu|gpu] [--costs docs/costs.json]
+    python -m jobs.plan --tasks 12 --texts-per-day 5e6 --mean-tokens 60 [--backend torch|onnx|onnx_int8]
+        [--device cpu|gpu] [--costs docs/costs.json] [--json]
 
 Seconds come from the per-text costs measured on this project's reference machine (``docs/costs.json``, written by
 ``bench/costs.py --write``; re-measure on your hardware and pass ``--costs``); FLOPs are counted from the
 architectures. Prints the cost per day of the shared path (one encoder pass + N heads on the stored codes) and of N
-per-task students (and, as the upper bound, N per-task teachers), N* for seconds and for FLOPs, and the storage per
-day for each quantization. No Spark.
+per-task students (and, as the upper bound, N per-task teachers), N* for seconds and for FLOPs, the shared encoder
+pass's cost per 1M texts, and the storage per day for each quantization. ``--backend`` prices every encoder path (the
+shared one and the per-task models alike) at that encoder backend's measured seconds. No Spark.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from planning.costs import CostModel, plan
+from planning.costs import CostModel, Plan, plan
 
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "docs" / "costs.json"
 
@@ -31,9 +33,20 @@ def _human(x: float, unit: str) -> str:
     return f"{x:,.2f} {unit}"
 
 
-def render(p, model: CostModel, device: str) -> str:
+def per_million(p: Plan, model: CostModel) -> str:
+    """The shared encoder pass over 1M texts: wall seconds on the measured machine, and CPU-hours (wall hours x the
+    threads it was measured with), the figure to compare backends and machines by."""
+    s = p.encoder_seconds_per_million
+    threads = model.threads()
+    cpu_h = f" = {s * threads / 3600:,.2f} CPU-hours ({threads} threads)" if threads else ""
+    return (f"cost per 1M texts (shared encoder pass, {p.tokens:g} tokens, backend {p.backend}): {s:,.0f} s = "
+            f"{s / 3600:,.2f} hours{cpu_h}")
+
+
+def render(p: Plan, model: CostModel, device: str) -> str:
     arch = model.architectures
-    lines = [f"{p.tasks} tasks, {p.texts:,.0f} texts/day of {p.tokens:g} tokens on average, device {device} "
+    lines = [f"{p.tasks} tasks, {p.texts:,.0f} texts/day of {p.tokens:g} tokens on average, device {device}, "
+             f"backend {p.backend} "
              f"(costs measured: {model.measured.get('date', '?')}, {model.measured.get('machine', '?')})", "",
              f"{'path':<44} {'seconds/day':>12} {'hours/day':>10} {'FLOPs/day':>14}"]
     names = {"shared": f"shared encoder ({arch['shared'].layers} layers) + {p.tasks} heads",
@@ -47,6 +60,7 @@ def render(p, model: CostModel, device: str) -> str:
                   f"crossover N* (FLOPs): {cf if cf is not None else 'never'}   "
                   f"(shared is cheaper from N* tasks on; student/base size ratio "
                   f"{arch['student'].layers}/{arch['shared'].layers} layers)",
+              "", per_million(p, model),
               "", "storage per day (codes only): " + ", ".join(
                   f"{q} {_human(b, 'B')}" for q, b in p.storage_bytes.items())]
     return "\n".join(lines)
@@ -58,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texts-per-day", type=float, required=True)
     ap.add_argument("--mean-tokens", type=float, required=True, help="mean tokens per text, special tokens included")
     ap.add_argument("--device", default="cpu", help="a device the costs file has (cpu, gpu)")
+    ap.add_argument("--backend", default="torch", metavar="torch|onnx|onnx_int8",
+                    help="the encoder backend (encoder.backend) every encoder path is priced at (default torch); one "
+                         "the costs file has measured")
     ap.add_argument("--costs", default=str(DEFAULT_COSTS), help="measured costs (bench/costs.py --write)")
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
     a = ap.parse_args(argv)
@@ -67,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model = CostModel.load(a.costs)
-        p = plan(model, a.device, a.tasks, a.texts_per_day, a.mean_tokens)
+        p = plan(model, a.device, a.tasks, a.texts_per_day, a.mean_tokens, backend=a.backend)
     except (OSError, ValueError, KeyError) as exc:
         print(f"jobs.plan: {exc}", file=sys.stderr)
         return 2

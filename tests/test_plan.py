@@ -88,10 +88,89 @@ def test_the_committed_costs_load_and_the_planner_uses_them_by_default(capsys):
     loadable, hold CPU costs for all three paths, and carry its check against a measured run."""
     model = CostModel.load(plan_cli.DEFAULT_COSTS)
     cpu = model.device("cpu")
-    for path in ("shared", "student", "teacher"):
-        assert cpu.encoder_seconds(path, 64) > cpu.encoder_seconds(path, 16) > 0
+    assert cpu.measured_backends() == ("torch", "onnx", "onnx_int8")
+    for backend in cpu.measured_backends():
+        for path in ("shared", "student", "teacher"):
+            assert cpu.encoder_seconds(path, 64, backend) > cpu.encoder_seconds(path, 16, backend) > 0
     assert model.architectures["student"].layers < model.architectures["shared"].layers
     check = json.loads(plan_cli.DEFAULT_COSTS.read_text())["planner_check"]
     assert abs(check["predicted_seconds"] / check["measured_seconds"] - 1) <= 0.25
     assert plan_cli.main(["--tasks", "12", "--texts-per-day", "5e6", "--mean-tokens", "60"]) == 0
     assert "12 per-task students" in capsys.readouterr().out
+
+
+def with_backends(tmp_path, backends: dict, **over):
+    """The synthetic costs file with ``devices.cpu.backends`` added (the layout bench/costs.py --write writes)."""
+    d = json.loads(costs_file(tmp_path, **over).read_text())
+    d["devices"]["cpu"]["backends"] = backends
+    p = tmp_path / "costs_backends.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def halved(tmp_path) -> dict:
+    cpu = json.loads(costs_file(tmp_path).read_text())["devices"]["cpu"]["seconds_per_text"]
+    return {"onnx": {"seconds_per_text": {k: [x / 2 for x in v] for k, v in cpu.items()}}}
+
+
+def test_a_backend_prices_every_encoder_path_at_its_own_seconds(tmp_path):
+    model = CostModel.load(with_backends(tmp_path, halved(tmp_path)))
+    fixed = 20.0 + 10.0
+    torch_p = plan(model, "cpu", 12, 5e6, 60)
+    onnx_p = plan(model, "cpu", 12, 5e6, 60, backend="onnx")
+    assert (torch_p.backend, onnx_p.backend) == ("torch", "onnx")
+    heads = 12 * 5e6 * 2e-8
+    assert onnx_p.seconds["shared"] - fixed - heads == pytest.approx((torch_p.seconds["shared"] - fixed - heads) / 2)
+    for path in ("student", "teacher"):                      # per-task models on the same backend: like with like
+        assert onnx_p.seconds[path] - 12 * 20.0 == pytest.approx((torch_p.seconds[path] - 12 * 20.0) / 2)
+    assert onnx_p.encoder_seconds_per_million == pytest.approx(torch_p.encoder_seconds_per_million / 2)
+    assert torch_p.encoder_seconds_per_million == pytest.approx(1e6 * (1e-3 + 1e-4 * 60 + 1e-7 * 3600))
+    assert onnx_p.flops == torch_p.flops                      # a backend changes seconds, never FLOPs
+    brute = next(n for n in range(1, 1000) if plan(model, "cpu", n, 5e6, 60, backend="onnx").seconds["shared"]
+                 <= plan(model, "cpu", n, 5e6, 60, backend="onnx").seconds["student"])
+    assert onnx_p.crossover_seconds == brute
+
+
+def test_an_unmeasured_or_unknown_backend_is_refused_naming_what_is_measured(tmp_path, capsys):
+    model = CostModel.load(with_backends(tmp_path, halved(tmp_path)))
+    with pytest.raises(ValueError, match=r"backend 'onnx_int8' \(measured: \['torch', 'onnx'\]\).*bench/costs.py "
+                                         r"--write"):
+        plan(model, "cpu", 3, 1e6, 40, backend="onnx_int8")
+    with pytest.raises(ValueError, match=r"backend 'tensorrt' \(measured: \['torch', 'onnx'\]\)"):
+        plan(model, "cpu", 3, 1e6, 40, backend="tensorrt")
+    p = costs_file(tmp_path)
+    assert plan_cli.main(["--tasks", "3", "--texts-per-day", "1e6", "--mean-tokens", "40", "--backend", "onnx",
+                          "--costs", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no cpu costs measured for backend 'onnx' (measured: ['torch'])" in err
+    with pytest.raises(ValueError, match=r"backends\.torch: torch's costs are devices\.cpu\.seconds_per_text"):
+        CostModel.load(with_backends(tmp_path, {"torch": halved(tmp_path)["onnx"]}))
+    with pytest.raises(ValueError, match="format_version = 2; this planner reads"):
+        CostModel.load(costs_file(tmp_path, format_version=2))
+
+
+def test_a_costs_file_without_backends_still_plans_for_torch(tmp_path):
+    """A file written before the backends existed (no devices.cpu.backends) plans for torch as it always did."""
+    old = CostModel.load(costs_file(tmp_path))
+    assert old.device("cpu").measured_backends() == ("torch",)
+    new = CostModel.load(with_backends(tmp_path, halved(tmp_path)))
+    assert plan(old, "cpu", 12, 5e6, 60) == plan(new, "cpu", 12, 5e6, 60)
+
+
+def test_the_cli_prices_each_measured_backend_of_the_committed_costs(capsys):
+    """End to end on docs/costs.json: every backend plans, the header names it, onnx_int8 < onnx < torch per 1M texts,
+    and --json carries the backend."""
+    per_million = {}
+    for backend in ("torch", "onnx", "onnx_int8"):
+        assert plan_cli.main(["--tasks", "12", "--texts-per-day", "5e6", "--mean-tokens", "60", "--backend",
+                              backend]) == 0
+        out = capsys.readouterr().out
+        assert f"device cpu, backend {backend} (costs measured" in out
+        line = next(x for x in out.splitlines() if x.startswith("cost per 1M texts"))
+        assert f"backend {backend})" in line and "CPU-hours (2 threads)" in line
+        assert plan_cli.main(["--tasks", "12", "--texts-per-day", "5e6", "--mean-tokens", "60", "--backend",
+                              backend, "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["backend"] == backend
+        per_million[backend] = got["encoder_seconds_per_million"]
+    assert per_million["onnx_int8"] < per_million["onnx"] < per_million["torch"]
