@@ -414,3 +414,27 @@ def tune(variant: str, recipe: Recipe, caps: StudyCaps, study: StudyData, models
         f"{out.seconds:.0f} s")
     return out, {"best_step": out.best_step, "steps": out.steps, "seconds": round(out.seconds, 1),
                  "best_validation_mean": round(out.best_score, 4), "history": out.history}
+
+
+# -- backends -----------------------------------------------------------------------------------------------------
+def backend_accuracy(features: Callable[[list[str]], np.ndarray], study: StudyData, caps: StudyCaps,
+                     tasks: Sequence[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Linear-head accuracy of one extractor's features on ``tasks``: {task: {"fp32" | "binary": (validation score
+    of the chosen C, test score)}}. Every text of every task goes through ``features`` in one call (full length
+    buckets); heads train on train, C is chosen on validation, the test score is reported (bench/encode.py and
+    bench/int8_variants.py compare backends by it)."""
+    groups = [(n, sp) for n in tasks for sp in study.rows[n]]
+    texts = [t for n, sp in groups for t in study.rows[n][sp][0]]
+    x_all, out, start = features(texts), {}, 0
+    feats: dict[str, dict[str, np.ndarray]] = {}
+    for n, sp in groups:
+        k = len(study.rows[n][sp][0])
+        feats.setdefault(n, {})[sp] = x_all[start:start + k]
+        start += k
+    for n in tasks:
+        ml = study.specs[n].kind == "multilabel"
+        y = {sp: study.rows[n][sp][1] for sp in study.rows[n]}
+        x = feats[n]
+        out[n] = {"fp32": probe(x, y, ml, caps.c_grid, with_validation=True),
+                  "binary": probe({k: binary(v) for k, v in x.items()}, y, ml, caps.c_grid, with_validation=True)}
+    return out

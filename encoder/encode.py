@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ import torch
 from .batching import plan_batches, restore_order, unique_texts
 from .encoder_config import EncoderConfig
 from .model import LoadedEncoder
-from .forward import batch_features
+from .forward import batch_features, pad_ids
 from .spec import FeatureSpec, feature_part
 from .typed_config import ConfigError
 from .windows import pool_windows, window_starts, window_weights
@@ -61,9 +61,13 @@ class FeatureExtractor:
 
     Built from the one ``EncoderConfig`` (one set of defaults). Settings the model cannot honour (a layer it does not
     have, a max_length beyond its positions) raise ConfigError naming the key, so a job fails before Spark starts.
+    Under ``backend: onnx`` / ``onnx_int8`` the batches go to an ONNX Runtime session of the same forward function
+    (``encoder/onnx_graph.py``); tokenising, windows, dedup and batching are this class's either way. ``runner``
+    replaces that session (a study comparing graphs).
     """
 
-    def __init__(self, loaded: LoadedEncoder, cfg: EncoderConfig = EncoderConfig()):
+    def __init__(self, loaded: LoadedEncoder, cfg: EncoderConfig = EncoderConfig(),
+                 runner: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
         source = f"model {loaded.fingerprint['name']}"
         f = cfg.features
         model_max = int(getattr(loaded.model.config, "max_position_embeddings", f.max_length))
@@ -88,8 +92,21 @@ class FeatureExtractor:
         self.cfg = cfg
         self.token_budget = cfg.gpu_token_budget if on_gpu else cfg.token_budget
         self.max_batch_rows = cfg.max_batch_rows * (8 if on_gpu else 1)
+        if f.backend == "onnx_int8":
+            # its activations are quantised with one scale per input tensor, so a batch mate would change a text's
+            # code; one text per forward pass keeps every code a function of its own text (a full run, an
+            # incremental run and the library agree byte for byte), at 0.9x the batched speed (docs/backends.md)
+            self.max_batch_rows = 1
         self.autocast = cfg.autocast if on_gpu else "none"
         self.dim = self.settings.dim(loaded.hidden_size)
+        self.runner = runner
+        if runner is None and self.settings.backend != "torch":
+            if on_gpu:
+                raise ConfigError(source, "encoder.backend", f"= {self.settings.backend!r} runs on the CPU; this "
+                                  f"encoder is on {loaded.device} (use backend: torch there)")
+            from .onnx_graph import runner_for
+
+            self.runner = runner_for(loaded, self.settings, torch.get_num_threads(), cfg.graph_cache)
 
     def feature_part(self) -> dict:
         """The feature part of a spec this extractor reproduces (see ``FeatureSpec.feature_part``)."""
@@ -149,8 +166,12 @@ class FeatureExtractor:
     @torch.inference_mode()
     def _forward(self, batch_ids: list[list[int]]) -> torch.Tensor:
         """One batch (one length, so no padding) -> pooled float32[b, dim] on the model's device."""
-        return batch_features(self.loaded.model, batch_ids, self.loaded.tokenizer.pad_token_id or 0, self.settings,
-                          self.autocast)  # type: ignore[arg-type]
+        pad_id = self.loaded.tokenizer.pad_token_id or 0
+        if self.runner is not None:
+            ids, mask = pad_ids(batch_ids, pad_id)
+            return torch.from_numpy(self.runner(ids.numpy(), mask.numpy()))
+        return batch_features(self.loaded.model, batch_ids, pad_id, self.settings,
+                              self.autocast)  # type: ignore[arg-type]
 
     def encode_ids(self, ids: list[list[int]], n_first: int) -> np.ndarray:
         """Token id lists -> pooled float32[len(ids), dim], in order, in length-bucketed batches under the budget.

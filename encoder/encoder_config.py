@@ -33,9 +33,15 @@ class EncoderConfig:
     gpu_token_budget: int = 65536            # tokens per GPU batch; a GPU wants large batches
     max_batch_rows: int = 512                # rows per CPU batch (x8 on GPU)
     autocast: Autocast = "fp16"              # GPU only; CPU always runs fp32
+    # Where encoder.backend onnx / onnx_int8 keep their graphs (one per model, pooling and backend; built on first
+    # use, in about 5 s): None = $TEXT_EMBED_ONNX_CACHE, else ~/.cache/text-embed-pipeline/onnx on each machine.
+    graph_cache: str | None = None
 
     def validate(self, source: str, prefix: str) -> None:
         require_at_least(self, ("calibration_rows", "token_budget", "gpu_token_budget", "max_batch_rows"), 1, source,
                          prefix)
+        if self.features.backend != "torch" and self.device == "cuda":
+            raise ConfigError(source, f"{prefix}backend", f"= {self.features.backend!r} runs on the CPU; with "
+                              "encoder.device: cuda use backend: torch (device: auto picks the CPU for it)")
         if self.thresholds_from is not None and self.thresholds != "calibrated" and self.quantization == "binary":
             raise ConfigError(source, f"{prefix}thresholds_from", "is only used with thresholds: calibrated")

@@ -12,12 +12,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .backends import BACKENDS, Backend, backend_recipe
 from .pooling import LAYER_PRESETS, LayerCombine, Pooling, feature_dim, resolve_layers
 from .typed_config import ConfigError, require_at_least
 
 LongText = Literal["truncate", "chunks"]
 LONG_TEXTS: tuple[str, ...] = typing.get_args(LongText)
 CHUNK_KEYS = ("long_text", "chunk_tokens", "chunk_stride", "max_chunks")   # in a spec only under long_text = chunks
+RECIPE_KEY = "backend_recipe"      # in a spec beside backend, only when the backend is not torch
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class FeatureSettings:
     chunk_tokens: int = 256                  # window length; at max_length a text's first window is its truncation
     chunk_stride: int = 224                  # tokens between window starts: 30 tokens of overlap at 256 (1.13x tokens)
     max_chunks: int = 32                     # windows per text at most (~6,000 tokens); a text cut here is flagged
+    # What runs the forward pass on a CPU (encoder/backends.py; docs/backends.md has speed and accuracy): torch, onnx
+    # (the same fp32 graph in ONNX Runtime) or onnx_int8 (its int8-weight graph). Part of the spec: a table made by
+    # one backend is not mixed with another's, and its heads are refused on the other.
+    backend: Backend = "torch"
 
     def validate(self, source: str, prefix: str) -> None:
         if isinstance(self.layers, str) and self.layers not in LAYER_PRESETS:
@@ -76,12 +82,14 @@ class FeatureSettings:
         return feature_dim(hidden_size, len(self.layers), self.layer_combine)
 
     def to_json(self) -> dict[str, Any]:
-        """The keys a feature spec stores: the long-text ones only under ``chunks`` (a truncate spec is written as
-        before the long-text keys existed, so its fingerprint stays valid)."""
+        """The keys a feature spec stores: the long-text ones only under ``chunks``, the backend (with its graph's
+        recipe) only when it is not torch, so a spec written before those keys existed keeps its fingerprint."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if self.chunks or f.name not in CHUNK_KEYS}
+               if (self.chunks or f.name not in CHUNK_KEYS) and (f.name != "backend" or self.backend != "torch")}
         if isinstance(out["layers"], tuple):
             out["layers"] = list(out["layers"])
+        if self.backend != "torch":
+            out[RECIPE_KEY] = backend_recipe(self.backend)
         return out
 
     @classmethod
@@ -92,10 +100,17 @@ class FeatureSettings:
             if f.name in meta:
                 v = meta[f.name]
                 kwargs[f.name] = tuple(int(i) for i in v) if f.name == "layers" and isinstance(v, list) else v
-            elif f.name not in CHUNK_KEYS:
+            elif f.name not in CHUNK_KEYS and f.name != "backend":
                 raise ValueError(f"feature spec has no {f.name!r}")
         if kwargs.get("long_text", "truncate") not in LONG_TEXTS:
             raise ValueError(f"long_text = {kwargs['long_text']!r}; expected one of {LONG_TEXTS}")
+        backend = kwargs.get("backend", "torch")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend = {backend!r}; expected one of {BACKENDS}")
+        recipe = meta.get(RECIPE_KEY, "")
+        if recipe != backend_recipe(backend):
+            raise ValueError(f"the spec's {backend} graph was built by recipe {recipe!r}; this version builds "
+                             f"{backend_recipe(backend)!r} (re-embed with this version's backend)")
         return cls(**kwargs)
 
 

@@ -102,6 +102,9 @@ class TrainEncoderConfig:
 
     def validate(self, source: str, prefix: str) -> None:
         check_tasks(self.tasks, source)
+        if self.encoder.features.backend != "torch":
+            raise ConfigError(source, "encoder.backend", f"= {self.encoder.features.backend!r}: tuning trains the "
+                              "torch model; embed with that backend afterwards (expected 'torch' here)")
         if not 0 < self.val_percent < 100:
             raise ConfigError(source, "val_percent", f"= {self.val_percent}; expected 1..99")
         if self.encoder.quantization == "binary" and self.encoder.thresholds == "calibrated" \

@@ -97,7 +97,8 @@ def encode_partition(batches: Iterator[pa.RecordBatch], cfg: EncoderConfig, spec
                      ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: input batches -> embedding-table batches, same rows, same order. ``records``: a
     ``TaskRecords`` accumulator that gets this task's ``task_record``."""
-    device, threads = task_device_and_threads(cfg.device)
+    # the ONNX backends run on the CPU whatever GPU the task holds (EncoderConfig refuses device: cuda with them)
+    device, threads = task_device_and_threads("cpu" if cfg.features.backend != "torch" else cfg.device)
     extractor = worker_extractor(cfg, spec, device, threads)
     if records is not None:
         records.add([task_record(device)])
