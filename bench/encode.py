@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--per-set", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", default="", help="parts to leave out, e.g. 'b,e'")
+    ap.add_argument("--quick", action="store_true", help="(e) on tiny study caps: a smoke run, figures meaningless")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     threads = os.cpu_count() or 1
@@ -87,7 +88,7 @@ def main() -> None:
     if "d" not in skip:
         part_d(cfg, spec, texts, args.repeats, threads, lib_rate, ours_bits)
     if "e" not in skip:
-        part_e(loaded, st, texts, args.repeats, graphs)
+        part_e(loaded, st, texts, args.repeats, graphs, args.quick)
 
 
 def part_a(fx, spec, st, texts: list[str], repeats: int) -> tuple[float, np.ndarray]:
@@ -186,12 +187,12 @@ def part_d(cfg, spec, texts: list[str], repeats: int, threads: int, lib_rate: fl
           f"{lib_rate:.0f}: ratio {g_rate / lib_rate:.1f}x; sign bits agreeing with CPU fp32 {agree:.4%}")
 
 
-def part_e(loaded, st, texts: list[str], repeats: int, graphs: str) -> None:
+def part_e(loaded, st, texts: list[str], repeats: int, graphs: str, quick: bool = False) -> None:
     """(e) the backends at the default spec: speed, bits, held-out accuracy."""
     from encoder.encode import FeatureExtractor
     from encoder.encoder_config import EncoderConfig
     from encoder.features import FeatureSettings
-    from study import HELD_OUT, StudyCaps, backend_accuracy, load_study
+    from study import HELD_OUT, QUICK, StudyCaps, backend_accuracy, load_study
 
     n = len(texts)
     fxs = {b: FeatureExtractor(loaded, EncoderConfig(features=FeatureSettings(backend=b), graph_cache=graphs))
@@ -201,7 +202,7 @@ def part_e(loaded, st, texts: list[str], repeats: int, graphs: str) -> None:
                 warmup={b: (lambda f=f: f.features(texts[:256])) for b, f in fxs.items()}
                 | {"sentence-transformers": lambda: st.encode(texts[:256])})
     ref = e.results["torch"]
-    caps = StudyCaps()
+    caps = QUICK if quick else StudyCaps()
     study = load_study(require_data(), caps, HELD_OUT, sick=False)
     rows = {}
     for b in BACKENDS:

@@ -37,7 +37,7 @@ INT8_VARIANTS: dict[str, Int8Recipe] = {
 }
 """The int8 variants bench/int8_variants.py compares (docs/backends.md: speed, bits, accuracy on validation)."""
 
-ONNX_INT8 = "per_channel"
+ONNX_INT8 = "per_tensor"
 """The variant ``encoder.backend: onnx_int8`` builds, chosen on the tuning tasks' validation splits
 (bench/int8_variants.py; the held-out tasks took no part). A spec records its recipe, so changing it changes the
 fingerprint of new onnx_int8 specs and refuses old ones."""
