@@ -124,7 +124,6 @@ def make_pack(model: str | Path, texts: Sequence[str], out: str | Path, timing_t
     ``texts`` from those rounded weights (binary codes and fp32 features), and ``timing_texts`` (no reference:
     timed on the device only, so its same-length batches get large). Built beside ``out`` and moved in place at the
     end, with pack.json written last, so a half-made pack is never taken for one. Returns pack.json's content."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
