@@ -181,8 +181,15 @@ def base_table(cfg: EmbedConfig, extractor: FeatureExtractor, spec: FeatureSpec 
     if spec.fingerprint != base.spec.fingerprint:
         raise SpecMismatchError(f"output.mode = incremental builds on {what}, whose feature spec is "
                                 f"{base.spec.fingerprint[:16]}…; this config gives {spec.fingerprint[:16]}… "
-                                f"(differs in {', '.join(base.spec.differences(spec))}); {hint}")
+                                f"(differs in {', '.join(_named(d) for d in base.spec.differences(spec))}); {hint}")
     return base
+
+
+def _named(setting: str) -> str:
+    """A spec difference with the config key that sets it, when it is a code setting (``CODE_KEYS``)."""
+    from encoder.spec import CODE_KEYS
+
+    return f"{setting} ({CODE_KEYS[setting]})" if setting in CODE_KEYS else setting
 
 
 def text_hash(col):
