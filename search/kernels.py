@@ -134,16 +134,23 @@ def _merge(best: np.ndarray, q: np.ndarray, keys: np.ndarray, k: int, big: int) 
     return np.sort(merged, axis=1)[:, :k]
 
 
+_COSINE_ROWS = 2048   # rows per chunk: temporaries stay in cache (the per-row arithmetic does not depend on it)
+
+
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-aligned cosine: float[n, d] x float[n, d] -> float64[n] (row i of a against row i of b; 0 for a zero row).
 
     The one cosine of rescoring: ``rescore``, the neighbours job and the Spark SQL ``int8_cosine`` all call it, in
-    float64, so the same pair gets the same value (and the same rank) on every path."""
+    float64, so the same pair gets the same value (and the same rank) on every path: each row's value depends on that
+    row alone (one ``einsum`` reduction per row), never on the chunk or batch it came in."""
     if a.shape != b.shape:
         raise ValueError(f"cosine needs vectors of the same shape; got {a.shape} and {b.shape}")
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    dot = (a * b).sum(axis=1)
-    return dot / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-24)
+    out = np.empty(len(a), np.float64)
+    for s in range(0, len(a), _COSINE_ROWS):
+        x, y = np.asarray(a[s:s + _COSINE_ROWS], np.float64), np.asarray(b[s:s + _COSINE_ROWS], np.float64)
+        norms = np.sqrt(np.einsum("nd,nd->n", x, x) * np.einsum("nd,nd->n", y, y))
+        out[s:s + _COSINE_ROWS] = np.einsum("nd,nd->n", x, y) / np.maximum(norms, 1e-24)
+    return out
 
 
 def rescore(query_vectors: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: int,
@@ -157,9 +164,13 @@ def rescore(query_vectors: np.ndarray, candidates: np.ndarray, vectors: np.ndarr
     nq, c = candidates.shape
     if nq == 0 or c == 0:
         return np.zeros((nq, 0), np.int64), np.zeros((nq, 0), np.float32)
-    picked = vectors[candidates.ravel()]
-    cv = decode(picked) if decode is not None else picked
-    cos = cosine_rows(np.repeat(np.asarray(query_vectors), c, axis=0), cv).reshape(nq, c)
+    query_vectors = np.asarray(query_vectors)
+    cos = np.empty((nq, c), np.float64)
+    step = max(1, _COSINE_ROWS // c)          # queries per chunk: gathered and decoded rows stay small
+    for s in range(0, nq, step):
+        picked = vectors[candidates[s:s + step].ravel()]
+        cv = decode(picked) if decode is not None else picked
+        cos[s:s + step] = cosine_rows(np.repeat(query_vectors[s:s + step], c, axis=0), cv).reshape(-1, c)
     order = np.lexsort((candidates, -cos), axis=1)[:, :k]
     return np.take_along_axis(candidates, order, 1), np.take_along_axis(cos, order, 1).astype(np.float32)
 
