@@ -88,6 +88,20 @@ def test_build_spec_calibrates_the_rescore_scales_and_thresholds_from_carries_th
                                  thresholds_from=str(tmp_path)), fx)
 
 
+@pytest.mark.parametrize("sets, message", [
+    (["output.rescore=maybe"], "output.rescore = 'maybe'; expected one of 'none', 'int8'"),
+    (["output.rescore=int8", "encoder.quantization=fp16"], "output.rescore = 'int8' re-ranks binary codes"),
+])
+def test_a_wrong_rescore_setting_is_a_config_error_naming_the_key(sets, message):
+    from encoder.typed_config import ConfigError
+    from jobs import embed
+    from jobs.common import load_config
+
+    assert load_config(embed.EmbedConfig, "conf/embed.yaml", []).output.rescore == "none"     # the default
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(embed.EmbedConfig, "conf/embed.yaml", sets)
+
+
 # -- the kernel and the index -----------------------------------------------------------------------------------------
 def test_rescoring_equals_a_brute_force_int8_ranking_of_the_same_candidates():
     rng = np.random.default_rng(1)
