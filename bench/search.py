@@ -377,6 +377,7 @@ def report(quality_rows, sp, dup, disk, args, recall) -> None:
         ax.scatter([qps], [r], s=40, color="#4c72b0" if "+" in n else "#dd8452")
         ax.annotate(n, (qps, r), textcoords="offset points", xytext=(6, -3), fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(min(p[2] for p in pts) / 1.5, max(p[2] for p in pts) * 4)    # room for the labels
     ax.set_xlabel(f"queries / s over {sp['n']:,} rows ({THREADS} threads, log scale)")
     ax.set_ylabel("recall@10 against the fp32 cosine top-10")
     ax.set_ylim(0, 1.05)
