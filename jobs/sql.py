@@ -115,21 +115,27 @@ def rescore_spec(tables: dict[str, tuple[str, str]]) -> FeatureSpec | None:
 
 def _with_hint(message: str) -> str:
     """An engine's error about the rescoring column or function, with what makes them exist."""
-    return f"{message} ({RESCORE_HINT})" if ("int8_cosine" in message or EMBEDDING_INT8 in message) else message
+    about = "int8_cosine" in message or EMBEDDING_INT8 in message
+    missing = any(w in message for w in ("not found", "does not exist", "UNRESOLVED", "cannot be resolved"))
+    return f"{message} ({RESCORE_HINT})" if about and missing else message
 
 
 # -- DuckDB -------------------------------------------------------------------------------------------------------
 def duckdb_int8_cosine(spec: FeatureSpec) -> str:
     """The ``int8_cosine(a, b)`` macro for a spec's int8 column: each of the ``dim`` bytes read through ``hex`` (DuckDB
     has no byte accessor for a BLOB), made signed, times its scale (a DOUBLE list literal of the float32 scales,
-    exactly), then DuckDB's ``list_cosine_similarity``."""
+    exactly), then DuckDB's ``list_cosine_similarity``; null when either is null, an error for a value of another
+    width (an ``embedding`` code passed by mistake)."""
     scales = "[" + ", ".join(repr(float(x)) for x in spec.rescore_scales) + "]::DOUBLE[]"   # type: ignore[union-attr]
 
     def vector(arg: str) -> str:
         return (f"list_transform(regexp_extract_all(hex({arg}), '..'), (h, i) -> "
                 f"((('0x' || h)::INTEGER + 128) % 256 - 128) * ({scales})[i])")
-    return (f"CREATE OR REPLACE MACRO int8_cosine(a, b) AS "
-            f"list_cosine_similarity({vector('a')}, {vector('b')})")
+    n = spec.rescore_bytes
+    return (f"CREATE OR REPLACE MACRO int8_cosine(a, b) AS CASE WHEN a IS NULL OR b IS NULL THEN NULL "
+            f"WHEN octet_length(a::BLOB) = {n} AND octet_length(b::BLOB) = {n} "
+            f"THEN list_cosine_similarity({vector('a')}, {vector('b')}) "
+            f"ELSE error('int8_cosine(a, b) needs two {EMBEDDING_INT8} values of {n} bytes') END")
 
 
 def duckdb_connect(tables: dict[str, tuple[str, str]]):
