@@ -1,7 +1,7 @@
 """The feature spec: everything that decides what bytes a text becomes, saved as a small versioned artifact.
 
 A spec = model fingerprint + layers + pooling + layer combination + normalisation + max length + quantization +
-thresholds/scales. It is saved as ``feature_spec.json`` (readable) plus ``feature_spec.safetensors`` (the per-dimension
+thresholds/scales (+ the optional int8 rescoring column and its scales). It is saved as ``feature_spec.json`` (readable) plus ``feature_spec.safetensors`` (the per-dimension
 arrays; safetensors metadata is text-only, so structure lives in the JSON). Its fingerprint is a sha256 over both, so
 two tables or heads with the same fingerprint are comparable and anything else is refused.
 """
