@@ -37,5 +37,5 @@ class EncoderConfig:
     def validate(self, source: str, prefix: str) -> None:
         require_at_least(self, ("calibration_rows", "token_budget", "gpu_token_budget", "max_batch_rows"), 1, source,
                          prefix)
-        if self.thresholds_from is not None and self.thresholds != "calibrated" and self.quantization == "binary":
-            raise ConfigError(source, f"{prefix}thresholds_from", "is only used with thresholds: calibrated")
+        # encoder.thresholds_from with zero binary thresholds: checked by the embed job, which also knows whether it
+        # reuses a rescoring column's scales (jobs/embed.py, EmbedConfig.validate)

@@ -84,6 +84,11 @@ class EmbedConfig:
     encode_partitions: int = 0   # encoding tasks (= embedding files); 0 = Spark's default parallelism
 
     def validate(self, source: str, prefix: str) -> None:
+        enc = self.encoder
+        if (enc.thresholds_from is not None and enc.quantization == "binary" and enc.thresholds != "calibrated"
+                and self.output.rescore == "none"):
+            raise ConfigError(source, f"{prefix}encoder.thresholds_from", "is only used with thresholds: calibrated "
+                              "(or output.rescore: int8, whose scales it reuses)")
         if self.output.rescore != "none" and self.encoder.quantization != "binary":
             raise ConfigError(source, f"{prefix}output.rescore", f"= {self.output.rescore!r} re-ranks binary codes, "
                               f"but encoder.quantization = {self.encoder.quantization!r}; use rescore: none (the "
