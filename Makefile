@@ -27,8 +27,9 @@ run: embed train_heads apply_heads
 	@echo "heads:       out/heads              (report: out/heads/report.md, metrics: out/heads/metrics.json)"
 	@echo "predictions: out/predictions/predictions   (report: out/predictions/report.md, manifest: out/predictions/manifest.json)"
 
+# make embed RESCORE=int8: also store the int8 rescoring column (output.rescore); make neighbours then rescores
 embed: $(STAMP)
-	$(BIN)/python -m jobs.embed --config conf/embed.yaml
+	$(BIN)/python -m jobs.embed --config conf/embed.yaml $(if $(RESCORE),--set output.rescore=$(RESCORE))
 
 train_heads: $(STAMP)
 	$(BIN)/python -m jobs.train_heads --config conf/train_heads.yaml
@@ -63,11 +64,12 @@ BACKEND ?= torch
 plan: $(STAMP)
 	$(BIN)/python -m jobs.plan --tasks $(TASKS) --texts-per-day $(TEXTS) --mean-tokens $(TOKENS) --backend $(BACKEND)
 
-# Nearest neighbours of the queries in examples/queries.csv and near-duplicate pairs, over out/embed (make embed).
+# Nearest neighbours of the queries in examples/queries.csv and near-duplicate pairs, over out/embed (make embed);
+# rescored by int8 cosine when the table has the int8 column (make embed RESCORE=int8; search.rescore: auto).
 neighbours: $(STAMP)
 	$(BIN)/python -m jobs.neighbours --config conf/neighbours.yaml
 	@echo ""
-	@echo "search:      out/neighbours/search       (query_id, rank, id, hamming, similarity)"
+	@echo "search:      out/neighbours/search       (query_id, rank, id, hamming, similarity[, cosine when rescored])"
 	@echo "duplicates:  out/neighbours/duplicates   (id_a, id_b, hamming, similarity; manifest: out/neighbours/manifest.json)"
 
 # A Spark standalone cluster on this machine (master + 2 workers, 1 core each; logs and pids in out/cluster/), and the

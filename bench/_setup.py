@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
-if str(ROOT) not in sys.path:
+if sys.path[0] != str(ROOT):   # first, even when PYTHONPATH has it: the project's `search` package, not bench/search.py
     sys.path.insert(0, str(ROOT))
 sys.stdout.reconfigure(line_buffering=True)  # progress shows even when redirected to a file
 for key, value in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false",

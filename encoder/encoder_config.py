@@ -43,5 +43,5 @@ class EncoderConfig:
         if self.features.backend != "torch" and self.device == "cuda":
             raise ConfigError(source, f"{prefix}backend", f"= {self.features.backend!r} runs on the CPU; with "
                               "encoder.device: cuda use backend: torch (device: auto picks the CPU for it)")
-        if self.thresholds_from is not None and self.thresholds != "calibrated" and self.quantization == "binary":
-            raise ConfigError(source, f"{prefix}thresholds_from", "is only used with thresholds: calibrated")
+        # encoder.thresholds_from with zero binary thresholds: checked by the embed job, which also knows whether it
+        # reuses a rescoring column's scales (jobs/embed.py, EmbedConfig.validate)

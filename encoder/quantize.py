@@ -13,9 +13,11 @@ import pyarrow as pa
 
 Quantization = Literal["binary", "int8", "fp16", "fp32"]
 ThresholdMode = Literal["zero", "calibrated"]
+RescoreMode = Literal["none", "int8"]    # the optional rescoring column beside a binary code (``output.rescore``)
 
 QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
+RESCORE_MODES: tuple[str, ...] = get_args(RescoreMode)
 BITORDER = "big"
 
 

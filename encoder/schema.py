@@ -41,12 +41,16 @@ ID_TYPES: tuple[pa.DataType, ...] = (pa.string(), pa.int64(), pa.int32())
 
 # Column names of the embedding table (before passthrough columns).
 ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED = "id", "embedding", "text_sha256", "n_tokens", "truncated"
-CORE_COLUMNS = (ID, EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED)
+EMBEDDING_INT8 = "embedding_int8"   # the optional rescoring column (output.rescore: int8), right after the code
+CORE_COLUMNS = (ID, EMBEDDING, EMBEDDING_INT8, TEXT_SHA256, N_TOKENS, TRUNCATED)
 TEXT, REASON, SOURCE = "text", "reason", "source"          # quarantine table columns besides ID
 # What each column means, for data dictionaries (``jobs/describe.py``).
 COLUMN_DOCS = {
     ID: "the input row's id (unique in the table)",
     EMBEDDING: "the text's code under the table's feature spec (see below), n_bytes bytes per row",
+    EMBEDDING_INT8: "the same feature as one signed byte per dimension (int8 with the spec's per-dimension rescore "
+                    "scales), dim bytes per row: re-ranks Hamming candidates by cosine (`int8_cosine(a, b)` in "
+                    "`python -m jobs.sql`, `search.rescore` in the neighbours job); heads do not read it",
     TEXT_SHA256: "sha256 (hex) of the text's UTF-8 bytes: joins back to the source, spots repeated texts",
     N_TOKENS: "tokens in the text before truncation, special tokens included",
     TRUNCATED: "true when part of the text was not encoded (longer than max_length, or cut by max_chunks)",
@@ -57,13 +61,19 @@ COLUMN_DOCS = {
 SPEC_METADATA_KEY = "feature_spec"  # field metadata on the embedding column: spec JSON + fingerprint
 
 
-def embedding_schema(id_type: pa.DataType = pa.string(), passthrough: pa.Schema | None = None) -> pa.Schema:
-    """id, embedding (bytes: spec.n_bytes per row), text_sha256 (hex), n_tokens, truncated, then passthrough."""
+def embedding_schema(id_type: pa.DataType = pa.string(), passthrough: pa.Schema | None = None,
+                     rescore: bool = False) -> pa.Schema:
+    """id, embedding (bytes: spec.n_bytes per row), [embedding_int8 (bytes: dim per row) when ``rescore``],
+    text_sha256 (hex), n_tokens, truncated, then passthrough.
+
+    Both code columns are Arrow/Spark ``binary`` with a width the job checks on every row (Spark has no fixed-size
+    binary type); Parquet's PLAIN encoding adds a 4-byte length per value, which zstd all but removes."""
     if id_type not in ID_TYPES:
         raise TypeError(f"id column type {id_type} is not supported; expected one of {', '.join(map(str, ID_TYPES))}")
     fields = [
         pa.field(ID, id_type, nullable=False),
         pa.field(EMBEDDING, pa.binary(), nullable=False),
+        *([pa.field(EMBEDDING_INT8, pa.binary(), nullable=False)] if rescore else []),
         pa.field(TEXT_SHA256, pa.string(), nullable=False),   # sha256 of the UTF-8 text, to join back or dedupe
         pa.field(N_TOKENS, pa.int32(), nullable=False),       # tokens before truncation, special tokens included
         pa.field(TRUNCATED, pa.bool_(), nullable=False),      # part of the text was not encoded (truncate: longer

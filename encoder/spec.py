@@ -1,7 +1,7 @@
 """The feature spec: everything that decides what bytes a text becomes, saved as a small versioned artifact.
 
 A spec = model fingerprint + layers + pooling + layer combination + normalisation + max length + quantization +
-thresholds/scales. It is saved as ``feature_spec.json`` (readable) plus ``feature_spec.safetensors`` (the per-dimension
+thresholds/scales (+ the optional int8 rescoring column and its scales). It is saved as ``feature_spec.json`` (readable) plus ``feature_spec.safetensors`` (the per-dimension
 arrays; safetensors metadata is text-only, so structure lives in the JSON). Its fingerprint is a sha256 over both, so
 two tables or heads with the same fingerprint are comparable and anything else is refused.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from .artifacts import read_versioned_json
 from .features import FeatureSettings
-from .quantize import BITORDER, QUANTIZATIONS, THRESHOLD_MODES, code_bytes, dequantize, quantize
+from .quantize import BITORDER, QUANTIZATIONS, RESCORE_MODES, THRESHOLD_MODES, code_bytes, dequantize, quantize
 
 SPEC_FORMAT_VERSION = 2          # 2 added the long-text strategy; a 'truncate' spec is still written as version 1
 READABLE_VERSIONS = (1, 2)
@@ -46,6 +46,10 @@ class FeatureSpec:
     threshold_mode: str = "zero"            # zero | calibrated (binary only; 'zero' otherwise)
     thresholds: np.ndarray | None = field(default=None, repr=False)
     scales: np.ndarray | None = field(default=None, repr=False)
+    # The optional rescoring column (``output.rescore``): the same feature quantised to int8 with its own
+    # per-dimension scales, stored beside a binary code so search can re-rank binary candidates by cosine.
+    rescore: str = "none"                   # none | int8
+    rescore_scales: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.features.layers, str):
@@ -58,6 +62,12 @@ class FeatureSpec:
             raise ValueError("a calibrated binary spec needs its thresholds")
         if self.quantization == "int8" and self.scales is None:
             raise ValueError("an int8 spec needs its per-dimension scales")
+        if self.rescore not in RESCORE_MODES:
+            raise ValueError(f"rescore = {self.rescore!r}; expected one of {RESCORE_MODES}")
+        if self.rescore != "none" and self.quantization != "binary":
+            raise ValueError(f"a rescoring column re-ranks binary candidates; this spec's codes are {self.quantization}")
+        if (self.rescore == "int8") != (self.rescore_scales is not None):
+            raise ValueError("an int8 rescoring column needs its per-dimension scales (rescore_scales), and only it")
         for name in ARRAYS:
             arr = getattr(self, name)
             if arr is not None and (arr.shape != (self.dim,) or arr.dtype != np.float32):
@@ -68,16 +78,22 @@ class FeatureSpec:
         """Bytes per row of the stored code."""
         return code_bytes(self.dim, self.quantization)
 
+    @property
+    def rescore_bytes(self) -> int:
+        """Bytes per row of the rescoring column (0 without one)."""
+        return 0 if self.rescore == "none" else code_bytes(self.dim, self.rescore)  # type: ignore[arg-type]
+
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON part (no arrays): the feature part, the code settings, the format version and derived facts.
 
-        A ``truncate`` spec is written exactly as format version 1 wrote it (no long-text keys), so its fingerprint
-        and every table and head made with it stay valid.
+        A ``truncate`` spec is written exactly as format version 1 wrote it (no long-text keys), and a spec without a
+        rescoring column has no rescore keys, so its fingerprint and every table and head made with it stay valid.
         """
         out: dict[str, Any] = {"format_version": SPEC_FORMAT_VERSION if self.features.chunks else 1}
+        rescore = {} if self.rescore == "none" else {"rescore": self.rescore, "rescore_bytes": self.rescore_bytes}
         return out | self.feature_part() | {
             "quantization": self.quantization, "threshold_mode": self.threshold_mode, "n_bytes": self.n_bytes,
-            "bitorder": BITORDER, "arrays": sorted(k for k in ARRAYS if getattr(self, k) is not None)}
+            "bitorder": BITORDER, "arrays": sorted(k for k in ARRAYS if getattr(self, k) is not None)} | rescore
 
     def code_part(self) -> dict[str, Any]:
         """The settings that decide how the features become stored bytes (``CODE_FIELDS``), as JSON values."""
@@ -109,10 +125,12 @@ class FeatureSpec:
 
     @classmethod
     def of(cls, model: dict[str, str], dim: int, quantization: str, threshold_mode: str = "zero",
-           thresholds: np.ndarray | None = None, scales: np.ndarray | None = None, **settings: Any) -> "FeatureSpec":
+           thresholds: np.ndarray | None = None, scales: np.ndarray | None = None, rescore: str = "none",
+           rescore_scales: np.ndarray | None = None, **settings: Any) -> "FeatureSpec":
         """A spec from keyword settings in the JSON's flat shape (``layers=(6,), pooling="mean", ...``)."""
         return cls(model=model, features=FeatureSettings(**settings), dim=dim, quantization=quantization,
-                   threshold_mode=threshold_mode, thresholds=thresholds, scales=scales)
+                   threshold_mode=threshold_mode, thresholds=thresholds, scales=scales, rescore=rescore,
+                   rescore_scales=rescore_scales)
 
     def replace(self, **changes: Any) -> "FeatureSpec":
         """A copy with some fields changed; feature settings may be named directly (``replace(pooling="cls")``)."""
@@ -141,6 +159,24 @@ class FeatureSpec:
         if codes.ndim != 2 or codes.shape[1] != self.n_bytes:
             raise ValueError(f"codes have shape {codes.shape}; the spec says rows of {self.n_bytes} bytes")
         return dequantize(codes, self.dim, self.quantization, self.scales)  # type: ignore[arg-type]
+
+    def encode_rescore(self, x: np.ndarray) -> np.ndarray:
+        """float32[n, dim] -> uint8[n, rescore_bytes]: the rescoring column's bytes (the one quantizer's int8 path,
+        with this spec's rescore scales)."""
+        if self.rescore == "none":
+            raise ValueError("this feature spec has no rescoring column (embed with output.rescore=int8)")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"features have {x.shape[1]} dims; the spec says {self.dim}")
+        return quantize(x, self.rescore, scales=self.rescore_scales)  # type: ignore[arg-type]
+
+    def decode_rescore(self, codes: np.ndarray) -> np.ndarray:
+        """uint8[n, rescore_bytes] -> float32[n, dim]: the rescoring column's vectors (int8 times the scales)."""
+        if self.rescore == "none":
+            raise ValueError("this feature spec has no rescoring column (embed with output.rescore=int8)")
+        if codes.ndim != 2 or codes.shape[1] != self.rescore_bytes:
+            raise ValueError(f"rescoring rows have shape {codes.shape}; the spec says rows of {self.rescore_bytes} "
+                             "bytes")
+        return dequantize(codes, self.dim, self.rescore, self.rescore_scales)  # type: ignore[arg-type]
 
     # -- artifact ---------------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -181,7 +217,7 @@ class FeatureSpec:
                 raise ValueError(f"feature spec has no {key!r}")
         return cls(model=dict(meta["model"]), features=FeatureSettings.from_json(meta), dim=int(meta["dim"]),
                    quantization=meta["quantization"], threshold_mode=meta["threshold_mode"],
-                   **{k: arrays.get(k) for k in ARRAYS})
+                   rescore=meta.get("rescore", "none"), **{k: arrays.get(k) for k in ARRAYS})
 
     def check_features(self, features: dict[str, Any], what: str) -> None:
         """Refuse when ``features`` (what an extractor computes, ``feature_part``) differ from this spec's."""
@@ -192,11 +228,12 @@ class FeatureSpec:
             raise SpecMismatchError(f"feature spec {self.fingerprint[:16]}… does not match {what} ({detail})")
 
 
-CODE_KEYS = {"quantization": "encoder.quantization", "threshold_mode": "encoder.thresholds"}
+CODE_KEYS = {"quantization": "encoder.quantization", "threshold_mode": "encoder.thresholds",
+             "rescore": "output.rescore"}
 """The code part of a spec: every setting that changes the stored bytes of the same features, and the config key
 that sets it (for errors that name the setting). A new code setting is added here once."""
 CODE_FIELDS = tuple(CODE_KEYS)
-ARRAYS = ("thresholds", "scales")
+ARRAYS = ("thresholds", "scales", "rescore_scales")
 """The per-dimension arrays (stored in the safetensors file)."""
 
 

@@ -22,7 +22,7 @@ from .artifacts import ArtifactError
 from .encode import FeatureExtractor
 from .hashing import text_sha256
 from .quantize import codes_to_column
-from .schema import EMBEDDING, ID, SPEC_METADATA_KEY
+from .schema import EMBEDDING, EMBEDDING_INT8, ID, SPEC_METADATA_KEY
 from .spec import FeatureSpec
 
 SPARK_ROW_METADATA = b"org.apache.spark.sql.parquet.row.metadata"
@@ -151,12 +151,15 @@ def open_table(folder: str | Path) -> PublishedTable:
 
 def encode_batch(batch: pa.RecordBatch, extractor: FeatureExtractor, spec: FeatureSpec, id_column: str,
                  text_column: str, passthrough: Sequence[str], schema: pa.Schema) -> pa.RecordBatch:
-    """One input batch (id, text, passthrough...) -> one embedding-table batch with ``schema``, rows in order."""
+    """One input batch (id, text, passthrough...) -> one embedding-table batch with ``schema``, rows in order; with
+    the rescoring column when ``schema`` has it (both codes from the same features, by the one quantizer)."""
     texts = batch.column(text_column).to_pylist()
-    codes = extractor.encode(texts, spec)
-    emb = codes_to_column(codes.codes)
-    arrays = [batch.column(id_column).cast(schema.field(ID).type), emb, pa.array(text_sha256(texts), pa.string()),
-              pa.array(codes.n_tokens, pa.int32()), pa.array(codes.truncated, pa.bool_())]
+    f = extractor.features(texts)
+    codes = [codes_to_column(spec.encode_features(f.values))]
+    if EMBEDDING_INT8 in schema.names:
+        codes.append(codes_to_column(spec.encode_rescore(f.values)))
+    arrays = [batch.column(id_column).cast(schema.field(ID).type), *codes, pa.array(text_sha256(texts), pa.string()),
+              pa.array(f.n_tokens, pa.int32()), pa.array(f.truncated, pa.bool_())]
     arrays += [batch.column(c) for c in passthrough]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

@@ -235,6 +235,15 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        choices = [a for a in args if a is not type(None)]
+        if len(choices) == 1:          # Optional[X]: X's own error (a nested config's names its own key, once)
+            return _coerce(choices[0], value, source, key)
+        if all(a is bool or get_origin(a) is Literal for a in choices):   # e.g. bool | Literal["auto"]: one list
+            if isinstance(value, bool) and bool in choices or any(
+                    not isinstance(value, bool) and value in get_args(a) for a in choices if a is not bool):
+                return value
+            words = [w for a in choices for w in (("true", "false") if a is bool else map(repr, get_args(a)))]
+            raise ConfigError(source, key, f"= {value!r}; expected one of {', '.join(words)}")
         errors = []
         for arg in args:
             if arg is type(None):

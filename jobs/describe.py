@@ -36,6 +36,8 @@ NEIGHBOUR_DOCS = {
     "id_b": "the larger id of the pair",
     "hamming": "bits that differ between the two codes",
     "similarity": "1 - hamming / bits: 1.0 identical codes, about 0.5 unrelated texts",
+    "cosine": "rescored similarity: cosine of the query's float feature (a query by id: its stored int8 vector) with "
+              "the row's int8 vector; rank follows it (ties by id) among the binary top candidates",
 }
 
 
@@ -70,11 +72,16 @@ def spec_in_words(spec: FeatureSpec) -> str:
              "int8": f"int8: one signed byte per dimension with a per-dimension scale ({spec.n_bytes} bytes)",
              "fp16": f"fp16: little-endian half floats ({spec.n_bytes} bytes)",
              "fp32": f"fp32: little-endian floats ({spec.n_bytes} bytes)"}[spec.quantization]
+    rescore = ("" if spec.rescore == "none" else
+               f" Beside the code, `embedding_int8` stores the same {spec.dim} features as int8: one signed byte per "
+               f"dimension times a per-dimension scale calibrated on a sample of the input (in the spec), "
+               f"{spec.rescore_bytes} bytes; search re-ranks Hamming candidates by its cosine (`int8_cosine(a, b)` in "
+               "`python -m jobs.sql`, `search.rescore` in the neighbours job). Heads train on the binary code only.")
     return (f"Each text is encoded by **{spec.model['name']}** (weights sha256 `{spec.model['sha256'][:12]}…`); the "
             f"hidden states of layer(s) {layers} are {combine}, {pooling}"
             f"{', L2-normalised' if f.normalize else ''}; {length}. The {spec.dim} features are stored as "
-            f"{quant}. Feature spec fingerprint `{spec.fingerprint}`: heads and tables of another fingerprint are "
-            "refused.")
+            f"{quant}.{rescore} Feature spec fingerprint `{spec.fingerprint}`: heads and tables of another "
+            "fingerprint are refused.")
 
 
 def _columns(files, docs: dict[str, str]) -> list[str]:
@@ -151,8 +158,10 @@ def _neighbours(pinned: PublishedRun) -> str:
     lines += [f"Over `{m.get('embeddings')}` ({m.get('rows', 0):,} rows, {m.get('bits')}-bit codes).", ""]
     if "search" in m:
         s = m["search"]
+        how = (f", rescored: the binary top-{s['rescore']['candidates']} re-ranked by int8 cosine"
+               if "rescore" in s else "")
         lines += [f"## `search/`: the {s['k']} nearest rows of each of {s['queries']} queries (from "
-                  f"{s['queries_from']})", ""]
+                  f"{s['queries_from']}{how})", ""]
         lines += _columns(sorted((root / "search").glob("*.parquet")), NEIGHBOUR_DOCS)
     if "duplicates" in m:
         d = m["duplicates"]

@@ -31,7 +31,8 @@ from encoder.cache import cached
 from encoder.encode import FeatureExtractor
 from encoder.encoder_config import EncoderConfig
 from encoder.model import load_encoder
-from encoder.schema import (EMBEDDING, ID, N_TOKENS, REASON, SOURCE, SPEC_METADATA_KEY, TABLE_FORMAT_VERSION,
+from encoder.quantize import RescoreMode
+from encoder.schema import (EMBEDDING, EMBEDDING_INT8, ID, N_TOKENS, REASON, SOURCE, SPEC_METADATA_KEY, TABLE_FORMAT_VERSION,
                             TEXT, TEXT_SHA256, TRUNCATED, embedding_schema, quarantine_schema)
 from encoder.spec import FeatureSpec
 from encoder.table import MANIFEST, PublishedRun, TableError, open_table, read_manifest
@@ -60,6 +61,10 @@ class OutputConfig(publish.PublishConfig):
     # The base must have this run's feature spec (a new model or spec means a full run). No base: a full run.
     mode: Literal["full", "incremental"] = "full"
     deletions: Literal["drop", "keep"] = "drop"   # incremental: base ids missing from today's input (drop mirrors it)
+    # none: the table holds the binary code only (48 B a row). int8: also the column embedding_int8, the same feature
+    # as dim signed bytes (per-dimension scales calibrated on the input's sample, in the spec), for search to re-rank
+    # binary candidates by cosine. Part of the feature spec: an incremental run must ask for the base's setting.
+    rescore: RescoreMode = "none"
 
     def validate(self, source: str, prefix: str) -> None:
         super().validate(source, prefix)
@@ -77,6 +82,17 @@ class EmbedConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     spark: SparkSettings = field(default_factory=SparkSettings)
     encode_partitions: int = 0   # encoding tasks (= embedding files); 0 = Spark's default parallelism
+
+    def validate(self, source: str, prefix: str) -> None:
+        enc = self.encoder
+        if (enc.thresholds_from is not None and enc.quantization == "binary" and enc.thresholds != "calibrated"
+                and self.output.rescore == "none"):
+            raise ConfigError(source, f"{prefix}encoder.thresholds_from", "is only used with thresholds: calibrated "
+                              "(or output.rescore: int8, whose scales it reuses)")
+        if self.output.rescore != "none" and self.encoder.quantization != "binary":
+            raise ConfigError(source, f"{prefix}output.rescore", f"= {self.output.rescore!r} re-ranks binary codes, "
+                              f"but encoder.quantization = {self.encoder.quantization!r}; use rescore: none (the "
+                              "codes are already higher precision) or quantization: binary")
 
 
 @publish.writes_output(lambda cfg: cfg.output.path)   # a read-only or full output is OutputError (exit 9)
@@ -101,7 +117,7 @@ def run(cfg: EmbedConfig) -> dict:
         spec = spec or (base.spec if base is not None else plan(cfg, extractor, df))
         spec.save(staging)
         parts = cfg.encode_partitions or spark.sparkContext.defaultParallelism
-        schema = table_schema(df, cfg.input)
+        schema = table_schema(df, cfg.input, rescore=spec.rescore != "none")
         if base is None:
             todo, carried, delta = valid_rows(df), None, None
         else:
@@ -139,7 +155,8 @@ def check(cfg: EmbedConfig) -> tuple[FeatureExtractor, FeatureSpec | None]:
     """Everything that can fail without Spark: the model loads, the extractor fits it (layers, max_length), a reused
     spec fits both, the input has its columns. Returns the extractor and the spec when no calibration is needed."""
     extractor = FeatureExtractor(_driver_encoder(cfg.encoder.model), cfg.encoder)
-    spec = None if needs_calibration(cfg.encoder) else build_spec(cfg.encoder, extractor)
+    rescore = cfg.output.rescore
+    spec = None if needs_calibration(cfg.encoder, rescore) else build_spec(cfg.encoder, extractor, rescore=rescore)
     check_input(cfg.input)
     return extractor, spec
 
@@ -164,13 +181,20 @@ def base_table(cfg: EmbedConfig, extractor: FeatureExtractor, spec: FeatureSpec 
     what, hint = f"the published table {current.name}", "a new model or spec needs output.mode=full"
     if spec is None:          # calibrated: the base's own thresholds, if this encoder and these code settings fit it
         extractor.check_spec(base.spec)
-        check_code(base.spec, cfg.encoder, what, hint)
+        check_code(base.spec, cfg.encoder, what, hint, cfg.output.rescore)
         return base
     if spec.fingerprint != base.spec.fingerprint:
         raise SpecMismatchError(f"output.mode = incremental builds on {what}, whose feature spec is "
                                 f"{base.spec.fingerprint[:16]}…; this config gives {spec.fingerprint[:16]}… "
-                                f"(differs in {', '.join(base.spec.differences(spec))}); {hint}")
+                                f"(differs in {', '.join(_named(d) for d in base.spec.differences(spec))}); {hint}")
     return base
+
+
+def _named(setting: str) -> str:
+    """A spec difference with the config key that sets it, when it is a code setting (``CODE_KEYS``)."""
+    from encoder.spec import CODE_KEYS
+
+    return f"{setting} ({CODE_KEYS[setting]})" if setting in CODE_KEYS else setting
 
 
 def text_hash(col):
@@ -200,7 +224,8 @@ def changes(spark, valid, base, cfg: EmbedConfig, schema: pa.Schema):
     counts = {r["_kind"]: r["n"] for r in j.groupBy("_kind").agg(F.count(F.lit(1)).alias("n")).collect()}
     todo = j.where(F.col("_kind") != "same").select(*valid.columns)
     extra = passthrough_columns(cfg.input)
-    keep = (EMBEDDING, TEXT_SHA256, N_TOKENS, TRUNCATED)
+    keep = (EMBEDDING, *([EMBEDDING_INT8] if EMBEDDING_INT8 in schema.names else []), TEXT_SHA256, N_TOKENS,
+            TRUNCATED)
     same = (j.where(F.col("_kind") == "same").select(C_ID, *[F.col(c) for c in extra if c != TEXT],
                                                    *([F.col(C_TEXT).alias(TEXT)] if cfg.input.keep_text else []))
             .join(old.select(F.col(ID).alias(C_ID), *keep), C_ID))
@@ -280,16 +305,16 @@ def plan(cfg: EmbedConfig, extractor: FeatureExtractor, df) -> FeatureSpec:
         rows = valid_rows(df).orderBy(id_hash_column(F.col(C_ID)), C_ID).select(C_TEXT).limit(n)
         return [r[0] for r in rows.collect()]
 
-    return build_spec(cfg.encoder, extractor, sample)
+    return build_spec(cfg.encoder, extractor, sample, cfg.output.rescore)
 
 
-def table_schema(df, input_cfg: InputConfig) -> pa.Schema:
+def table_schema(df, input_cfg: InputConfig, rescore: bool = False) -> pa.Schema:
     """The embedding table's pyarrow schema for this input (id type and passthrough columns as read, then the text
-    when ``input.keep_text``)."""
+    when ``input.keep_text``), with the rescoring column when the spec has one."""
     types = {f.name: arrow_type(f.dataType) for f in df.schema.fields}
     passthrough = pa.schema([pa.field(name, types[name]) for name in input_cfg.passthrough] +
                             ([pa.field(TEXT, pa.string())] if input_cfg.keep_text else []))
-    return embedding_schema(arrow_type(df.schema[C_ID].dataType), passthrough)
+    return embedding_schema(arrow_type(df.schema[C_ID].dataType), passthrough, rescore)
 
 
 def passthrough_columns(input_cfg: InputConfig) -> tuple[str, ...]:
@@ -382,11 +407,13 @@ def validate(spark, df, staging: Path, spec: FeatureSpec, schema: pa.Schema, cfg
     check_table(staging / "embeddings", schema)
     check_table(staging / "quarantine", quarantine_schema())
     emb = spark.read.parquet((staging / "embeddings").as_uri())
+    widths = {EMBEDDING: spec.n_bytes} | ({EMBEDDING_INT8: spec.rescore_bytes} if spec.rescore_bytes else {})
     stats = emb.agg(F.sum(F.col(TRUNCATED).cast("int")).alias("t"),
-                    F.sum((F.length(EMBEDDING) != spec.n_bytes).cast("int")).alias("bad_len")).first()
-    truncated, bad_len = int(stats["t"] or 0), int(stats["bad_len"] or 0)
-    if bad_len:
-        raise RuntimeError(f"{bad_len} embeddings are not {spec.n_bytes} bytes long; not publishing")
+                    *[F.sum((F.length(c) != n).cast("int")).alias(f"bad_{c}") for c, n in widths.items()]).first()
+    truncated = int(stats["t"] or 0)
+    for c, n in widths.items():
+        if stats[f"bad_{c}"]:
+            raise RuntimeError(f"{int(stats[f'bad_{c}'])} rows of {c} are not {n} bytes long; not publishing")
     if rows_in + kept != written + quarantined:
         raise RuntimeError(f"rows in ({rows_in}) + kept ({kept}) != written ({written}) + quarantined ({quarantined});"
                            f" not publishing {staging}")

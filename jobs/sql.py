@@ -30,6 +30,12 @@ A query that does not parse or names an unknown view, column or function is an `
 ``hamming(a, b)``: bits that differ between two binary codes of equal length (null when either is null). Spark: a
 vectorised pandas UDF over whole Arrow batches (``search.kernels.pair_hamming``). DuckDB: a macro over DuckDB's own
 bit functions, ``bit_count(xor(a::BIT, b::BIT))`` (a BLOB must be cast to BIT for ``xor`` and ``bit_count``).
+
+``int8_cosine(a, b)``: the cosine of two rows of the ``embedding_int8`` column (a table embedded with
+``output.rescore: int8``), each decoded with the table's per-dimension rescore scales; defined only when the
+``embeddings`` view has that column. Spark: a pandas UDF (``FeatureSpec.decode_rescore`` + ``search.kernels.cosine_rows``).
+DuckDB: a macro of DuckDB's own functions (the bytes through ``hex``, signed, times the scales as a constant list,
+``list_cosine_similarity``), so no Python function runs inside DuckDB and the locked connection stays as it is.
 """
 from __future__ import annotations
 
@@ -47,6 +53,8 @@ if __package__ in (None, ""):
 
 import pandas as pd   # module level: pandas_udf resolves the type hints in this module's globals
 
+from encoder.schema import EMBEDDING_INT8
+from encoder.spec import FeatureSpec
 from encoder.table import EMBEDDINGS_DIR, open_table, published_run
 from encoder.typed_config import first_line
 from jobs.errors import InputError, QueryRefusedError, exit_code, one_line
@@ -56,6 +64,8 @@ Engine = Literal["duckdb", "spark"]
 DUCKDB_HAMMING = "CREATE OR REPLACE MACRO hamming(a, b) AS bit_count(xor(a::BIT, b::BIT))"
 ONLY = "jobs.sql runs only queries over the published views"
 SPARK_REFLECTION = ("reflect", "java_method", "try_reflect")     # call any static Java method: dropped
+RESCORE_HINT = (f"int8_cosine and the {EMBEDDING_INT8} column exist only for a table embedded with "
+                "output.rescore=int8")
 
 
 def views(embeddings: str | Path = "out/embed", predictions: str | Path = "out/predictions",
@@ -90,7 +100,44 @@ def views(embeddings: str | Path = "out/embed", predictions: str | Path = "out/p
     return out
 
 
+def rescore_spec(tables: dict[str, tuple[str, str]]) -> FeatureSpec | None:
+    """The ``embeddings`` view's feature spec when its table has the int8 rescoring column (``int8_cosine`` decodes
+    with its scales), else None. The view's folder is a run's ``embeddings/``; its spec is in the run folder."""
+    if "embeddings" not in tables:
+        return None
+    folder = Path(tables["embeddings"][1])
+    try:
+        spec = FeatureSpec.load(folder.parent)
+    except (OSError, ValueError):
+        return None
+    return spec if spec.rescore == "int8" else None
+
+
+def _with_hint(message: str) -> str:
+    """An engine's error about the rescoring column or function, with what makes them exist."""
+    about = "int8_cosine" in message or EMBEDDING_INT8 in message
+    missing = any(w in message for w in ("not found", "does not exist", "UNRESOLVED", "cannot be resolved"))
+    return f"{message} ({RESCORE_HINT})" if about and missing else message
+
+
 # -- DuckDB -------------------------------------------------------------------------------------------------------
+def duckdb_int8_cosine(spec: FeatureSpec) -> str:
+    """The ``int8_cosine(a, b)`` macro for a spec's int8 column: each of the ``dim`` bytes read through ``hex`` (DuckDB
+    has no byte accessor for a BLOB), made signed, times its scale (a DOUBLE list literal of the float32 scales,
+    exactly), then DuckDB's ``list_cosine_similarity``; null when either is null, an error for a value of another
+    width (an ``embedding`` code passed by mistake)."""
+    scales = "[" + ", ".join(repr(float(x)) for x in spec.rescore_scales) + "]::DOUBLE[]"   # type: ignore[union-attr]
+
+    def vector(arg: str) -> str:
+        return (f"list_transform(regexp_extract_all(hex({arg}), '..'), (h, i) -> "
+                f"((('0x' || h)::INTEGER + 128) % 256 - 128) * ({scales})[i])")
+    n = spec.rescore_bytes
+    return (f"CREATE OR REPLACE MACRO int8_cosine(a, b) AS CASE WHEN a IS NULL OR b IS NULL THEN NULL "
+            f"WHEN octet_length(a::BLOB) = {n} AND octet_length(b::BLOB) = {n} "
+            f"THEN list_cosine_similarity({vector('a')}, {vector('b')}) "
+            f"ELSE error('int8_cosine(a, b) needs two {EMBEDDING_INT8} values of {n} bytes') END")
+
+
 def duckdb_connect(tables: dict[str, tuple[str, str]]):
     """An in-memory DuckDB connection with one view per table (reading the Parquet files in place) and ``hamming``;
     read-only: no file but the views' own can be read, none written or attached, and the settings are locked."""
@@ -106,6 +153,9 @@ def duckdb_connect(tables: dict[str, tuple[str, str]]):
             raise InputError(f"view {name} = {path!r} could not be read as {fmt}: {first_line(exc)}") from None
         (folders if p.is_dir() else files).append(str(p) + os.sep if p.is_dir() else str(p))
     con.execute(DUCKDB_HAMMING)
+    spec = rescore_spec(tables)
+    if spec is not None:
+        con.execute(duckdb_int8_cosine(spec))
     for setting, paths in (("allowed_directories", folders), ("allowed_paths", files)):
         if paths:
             con.execute(f"SET {setting} = [{', '.join(_literal(x) for x in paths)}]")
@@ -136,7 +186,7 @@ def duckdb_query(con, query: str, limit: int) -> tuple[list[str], list[tuple]]:
         raise QueryRefusedError(f"the query reads a file outside the published views (DuckDB: "
                                 f"enable_external_access = false): {first_line(exc)}") from None
     except duckdb.Error as exc:       # parser, binder, catalog, conversion, invalid input: the query's fault
-        raise InputError(first_line(exc)) from None
+        raise InputError(_with_hint(first_line(exc))) from None
 
 
 def _literal(text: str) -> str:
@@ -161,12 +211,16 @@ def _ident(name: str) -> str:
 
 # -- Spark --------------------------------------------------------------------------------------------------------
 def spark_register(spark, tables: dict[str, tuple[str, str]]) -> None:
-    """Register one temporary view per table and the vectorised ``hamming`` function in this SparkSession."""
+    """Register one temporary view per table and the vectorised ``hamming`` function in this SparkSession, and
+    ``int8_cosine`` when the embeddings view has the int8 rescoring column."""
     from jobs.ingest import read_table
 
     for name, (fmt, path) in tables.items():
         read_table(spark, path, fmt, f"view {name}").createOrReplaceTempView(_ident(name))
     spark.udf.register("hamming", hamming_udf())
+    spec = rescore_spec(tables)
+    if spec is not None:
+        spark.udf.register("int8_cosine", int8_cosine_udf(spec))
 
 
 def spark_readonly_session(spark, tables: dict[str, tuple[str, str]]):
@@ -207,7 +261,7 @@ def spark_query(session, query: str):
     try:
         return DataFrame(session._jvm.org.apache.spark.sql.classic.Dataset.ofRows(jsession, plan), session)
     except AnalysisException as exc:
-        raise _spark_refusal(session, exc) or InputError(first_line(exc)) from None
+        raise _spark_refusal(session, exc) or InputError(_with_hint(first_line(exc))) from None
 
 
 def _spark_refusal(session, exc) -> QueryRefusedError | None:
@@ -261,11 +315,36 @@ def hamming_udf():
     return hamming
 
 
+def int8_cosine_udf(spec: FeatureSpec):
+    """``int8_cosine(a, b)`` for Spark SQL: a pandas UDF decoding both int8 rows with ``spec``'s rescore scales and
+    taking the library's one cosine (``search.kernels.cosine_rows``), a whole Arrow batch per numpy call."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("double")
+    def int8_cosine(a: pd.Series, b: pd.Series) -> pd.Series:
+        import numpy as np
+
+        from encoder.quantize import codes_from_column
+        from search.kernels import cosine_rows
+
+        ok = (a.notna() & b.notna()).to_numpy()
+        out = pd.Series(pd.array([None] * len(a), dtype="Float64"), index=a.index)
+        if ok.any():
+            width = spec.rescore_bytes
+            xa = spec.decode_rescore(codes_from_column([bytes(v) for v in a[ok]], width))
+            xb = spec.decode_rescore(codes_from_column([bytes(v) for v in b[ok]], width))
+            out[ok] = cosine_rows(xa, xb)
+        return out
+
+    return int8_cosine
+
+
 # -- CLI ----------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="jobs.sql", description="Run one SQL query over the published tables.")
     p.add_argument("query", help="the SQL; views: embeddings, quarantine, source, predictions, predictions_prev, "
-                   "neighbours, duplicates; function hamming(a, b)")
+                   "neighbours, duplicates; functions hamming(a, b), int8_cosine(a, b) (a table embedded with "
+                   "output.rescore=int8)")
     p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
     p.add_argument("--embeddings", default="out/embed")
     p.add_argument("--predictions", default="out/predictions")

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from encoder.cache import cached
 from encoder.encode import FeatureExtractor
-from encoder.schema import EMBEDDING, ID
+from encoder.schema import EMBEDDING, EMBEDDING_INT8, ID
 from encoder.model import load_encoder
 from encoder.encoder_config import EncoderConfig
 from encoder.spec import FeatureSpec
@@ -124,19 +124,45 @@ def score_partition(batches: Iterator[pa.RecordBatch], heads_dir: str, spec: Fea
 def local_top_k(batches: Iterator[pa.RecordBatch], queries: np.ndarray, k: int, spec: FeatureSpec,
                 schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """mapInArrow body for the neighbours search: this partition's k nearest rows of every query (q, id, hamming,
-    similarity by the library's one definition); the job keeps the global top-k by (hamming, id)."""
-    from encoder.quantize import codes_from_column
+    similarity by the library's one definition, and the rows' int8 bytes when ``schema`` asks for embedding_int8:
+    rescoring's candidates); the job keeps the global top-k by (hamming, id)."""
+    from encoder.quantize import codes_from_column, codes_to_column
     from search.index import CodeIndex
+    from search.kernels import neighbours_table, top_k
 
     parts = [b for b in batches if b.num_rows]
     if not parts:
         return
     t = pa.Table.from_batches(parts)
-    index = CodeIndex(t.column(ID).combine_chunks(), codes_from_column(t.column(EMBEDDING), spec.n_bytes), spec)
-    found = index.search(queries, k)
-    yield pa.RecordBatch.from_arrays([found.column("query").combine_chunks().cast(pa.int32()),
-                                      found.column(ID).combine_chunks(), found.column("hamming").combine_chunks(),
-                                      found.column("similarity").combine_chunks()], schema=schema)
+    int8 = (codes_from_column(t.column(EMBEDDING_INT8), spec.rescore_bytes) if EMBEDDING_INT8 in schema.names
+            else None)
+    index = CodeIndex(t.column(ID).combine_chunks(), codes_from_column(t.column(EMBEDDING), spec.n_bytes), spec,
+                      int8=int8)
+    rows, dist = top_k(queries, index.codes, k)
+    found = neighbours_table(np.arange(len(queries)), rows, dist, index.ids, spec.dim)
+    cols = [found.column("query").combine_chunks().cast(pa.int32()), found.column(ID).combine_chunks(),
+            found.column("hamming").combine_chunks(), found.column("similarity").combine_chunks()]
+    if index.int8 is not None:
+        cols.append(codes_to_column(index.int8[rows.ravel()]))
+    yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def candidate_cosines(batches: Iterator[pa.RecordBatch], vectors: np.ndarray, spec: FeatureSpec, schema: pa.Schema
+                      ) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body for rescoring: candidate rows (q, id, hamming, similarity, embedding_int8) -> the same rows
+    with ``cosine`` (float32, the output column) and ``_cos`` (float64, what the job ranks by): the cosine of query
+    q's float vector with the row's int8 vector, by the library's one cosine (``search.kernels.cosine_rows``)."""
+    from encoder.quantize import codes_from_column
+    from search.kernels import cosine_rows
+
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        q = batch.column("q").to_numpy(zero_copy_only=False)
+        cos = cosine_rows(vectors[q], spec.decode_rescore(codes_from_column(batch.column(EMBEDDING_INT8),
+                                                                             spec.rescore_bytes)))
+        yield pa.RecordBatch.from_arrays([batch.column(i) for i in range(4)] +
+                                         [pa.array(cos.astype(np.float32)), pa.array(cos)], schema=schema)
 
 
 def block_rows(batches: Iterator[pa.RecordBatch], blocks: list[tuple[int, int]], spec: FeatureSpec,

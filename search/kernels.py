@@ -6,10 +6,16 @@ v, ``popcount(q[j] ^ v)`` is precomputed per query, so a code's distances to eve
 byte) table rows. That is one ``torch.embedding_bag`` call in fp16 (exact: integer sums below 2048), measured faster
 than 64-bit XOR + popcount tables in numpy and than FAISS ``IndexBinaryFlat`` on 2 cores (``bench/search.py``).
 
+Rescoring (``rescore``): a binary top-c re-ranked by the cosine of the query's float feature with fuller vectors of
+the candidates only (the int8 column of a table embedded with ``output.rescore: int8``), the standard fix for the
+binary code's reordering of close neighbours.
+
 Ties are broken by id: corpora are held in id order, and among equal distances the lower row wins, so results are
 exact and deterministic whatever the block size or the order the rows arrived in.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -128,26 +134,59 @@ def _merge(best: np.ndarray, q: np.ndarray, keys: np.ndarray, k: int, big: int) 
     return np.sort(merged, axis=1)[:, :k]
 
 
-def rescore(query_vectors: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: int
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank binary candidates by cosine on fuller vectors (the way binary search is usually rescored).
+_COSINE_ROWS = 2048   # rows per chunk: temporaries stay in cache (the per-row arithmetic does not depend on it)
 
-    query_vectors float[q, d]; candidates int64[q, c] rows into ``vectors`` float[n, d] (e.g. an int8 table decoded
-    by its spec) -> (rows int64[q, k], cosine float32[q, k]), ties by row."""
-    qv = query_vectors / np.maximum(np.linalg.norm(query_vectors, axis=1, keepdims=True), 1e-12)
-    cv = vectors[candidates]                                                     # (q, c, d)
-    cos = np.einsum("qd,qcd->qc", qv, cv) / np.maximum(np.linalg.norm(cv, axis=2), 1e-12)
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-aligned cosine: float[n, d] x float[n, d] -> float64[n] (row i of a against row i of b; 0 for a zero row).
+
+    The one cosine of rescoring: ``rescore``, the neighbours job and the Spark SQL ``int8_cosine`` all call it, in
+    float64, so the same pair gets the same value (and the same rank) on every path: each row's value depends on that
+    row alone (one ``einsum`` reduction per row), never on the chunk or batch it came in."""
+    if a.shape != b.shape:
+        raise ValueError(f"cosine needs vectors of the same shape; got {a.shape} and {b.shape}")
+    out = np.empty(len(a), np.float64)
+    for s in range(0, len(a), _COSINE_ROWS):
+        x, y = np.asarray(a[s:s + _COSINE_ROWS], np.float64), np.asarray(b[s:s + _COSINE_ROWS], np.float64)
+        norms = np.sqrt(np.einsum("nd,nd->n", x, x) * np.einsum("nd,nd->n", y, y))
+        out[s:s + _COSINE_ROWS] = np.einsum("nd,nd->n", x, y) / np.maximum(norms, 1e-24)
+    return out
+
+
+def rescore(query_vectors: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: int,
+            decode: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank binary candidates by cosine on fuller vectors (sentence-transformers' binary search, rescored).
+
+    query_vectors float[q, d] (the queries' float features); candidates int64[q, c], rows of ``vectors``: float[n, d],
+    or stored rows such as the int8 column uint8[n, dim] with ``decode`` (``FeatureSpec.decode_rescore``), which is
+    applied to the candidates' rows only, so nothing else of a large table is read
+    -> (rows int64[q, k'], cosine float32[q, k']) with k' = min(k, c), by cosine descending, ties by row."""
+    nq, c = candidates.shape
+    if nq == 0 or c == 0:
+        return np.zeros((nq, 0), np.int64), np.zeros((nq, 0), np.float32)
+    query_vectors = np.asarray(query_vectors)
+    cos = np.empty((nq, c), np.float64)
+    step = max(1, _COSINE_ROWS // c)          # queries per chunk: gathered and decoded rows stay small
+    for s in range(0, nq, step):
+        picked = vectors[candidates[s:s + step].ravel()]
+        cv = decode(picked) if decode is not None else picked
+        cos[s:s + step] = cosine_rows(np.repeat(query_vectors[s:s + step], c, axis=0), cv).reshape(-1, c)
     order = np.lexsort((candidates, -cos), axis=1)[:, :k]
     return np.take_along_axis(candidates, order, 1), np.take_along_axis(cos, order, 1).astype(np.float32)
 
 
-def neighbours_table(query: np.ndarray, rows: np.ndarray, dist: np.ndarray, ids: pa.Array, bits: int) -> pa.Table:
-    """top_k's result as rows: query, rank (from 1), id, hamming, similarity = 1 - hamming / bits."""
+def neighbours_table(query: np.ndarray, rows: np.ndarray, dist: np.ndarray, ids: pa.Array, bits: int,
+                     cosine: np.ndarray | None = None) -> pa.Table:
+    """top_k's (or rescore's) result as rows: query, rank (from 1), id, hamming, similarity = 1 - hamming / bits, and
+    ``cosine`` (the rescored similarity, float32) when given."""
     k = rows.shape[1]
-    return pa.table({"query": pa.array(np.repeat(query, k)),
-                     "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))),
-                     ID: ids.take(pa.array(rows.ravel())), "hamming": pa.array(dist.ravel()),
-                     "similarity": pa.array(similarity(dist.ravel(), bits))})
+    cols = {"query": pa.array(np.repeat(query, k)),
+            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))),
+            ID: ids.take(pa.array(rows.ravel())), "hamming": pa.array(dist.ravel().astype(np.int32)),
+            "similarity": pa.array(similarity(dist.ravel(), bits))}
+    if cosine is not None:
+        cols["cosine"] = pa.array(cosine.ravel().astype(np.float32))
+    return pa.table(cols)
 
 
 def similarity(hamming_bits: np.ndarray, bits: int) -> np.ndarray:

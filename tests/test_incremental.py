@@ -136,3 +136,31 @@ def test_a_code_setting_change_over_the_base_is_exit_5_naming_the_setting(spark,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "SpecMismatchError" in err[0] and named in err[0], err
     assert (tmp_path / "out").resolve() == before                       # the published table is untouched
+
+
+def test_an_incremental_run_on_a_rescoring_table_gives_the_full_runs_int8_column_byte_for_byte(spark, tmp_path,
+                                                                                               days, capsys):
+    """The base's spec (its rescore scales too) is reused; a full run given the same scales (thresholds_from) writes
+    the same files; asking for another rescore setting than the base's is exit 5 naming output.rescore."""
+    day1, day2 = days
+    nightly = tmp_path / "nightly"
+    more = ("output.rescore=int8", "encoder.calibration_rows=100")
+    first = embed.run(cfg(nightly, day1, *more))
+    m = embed.run(cfg(nightly, day2, *more))
+    assert m["incremental"]["encoded"] == 9 and m["feature_spec"]["fingerprint"] == \
+        first["feature_spec"]["fingerprint"]
+    full = embed.run(cfg(tmp_path / "full", day2, *more, "output.mode=full",
+                         f"encoder.thresholds_from={nightly / 'feature_spec.json'}"))
+    assert full["feature_spec"]["fingerprint"] == m["feature_spec"]["fingerprint"]
+    a = pq.read_table(nightly / "embeddings").sort_by("id")
+    assert a.column_names[:3] == ["id", "embedding", "embedding_int8"]
+    assert a.equals(pq.read_table(tmp_path / "full" / "embeddings").sort_by("id"))
+    assert files(nightly / "embeddings") == files(tmp_path / "full" / "embeddings")
+    before = nightly.resolve()
+    capsys.readouterr()
+    args = ["--config", "conf/embed.yaml", "--set", f"input.path={day2}", "--set", f"output.path={nightly}",
+            "--set", "input.passthrough=[split]"]
+    assert embed.main(args) == 5                                   # output.rescore: none over an int8 base
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SpecMismatchError" in err[0] and "rescore (output.rescore)" in err[0], err
+    assert nightly.resolve() == before
