@@ -44,7 +44,7 @@ from encoder.build_spec import build_spec  # noqa: E402
 from encoder.encode import FeatureExtractor  # noqa: E402
 from encoder.encoder_config import EncoderConfig  # noqa: E402
 from encoder.model import load_encoder  # noqa: E402
-from encoder.quantize import calibrate_scales, codes_to_column, dequantize, quantize  # noqa: E402
+from encoder.quantize import calibrate_scales, codes_to_column, quantize  # noqa: E402
 from search.duplicates import near_duplicates  # noqa: E402
 from search.kernels import cosine_rows, pair_hamming, rescore, top_k  # noqa: E402
 from study import hash_order  # noqa: E402

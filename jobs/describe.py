@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 
 import pyarrow.parquet as pq
 
+from encoder.backends import backend_recipe
 from encoder.pooling import POOLING_WORDS
 from encoder.schema import COLUMN_DOCS, ID, QUARANTINE_REASON_DOCS, TEXT
 from encoder.spec import FeatureSpec
@@ -77,7 +78,11 @@ def spec_in_words(spec: FeatureSpec) -> str:
                f"dimension times a per-dimension scale calibrated on a sample of the input (in the spec), "
                f"{spec.rescore_bytes} bytes; search re-ranks Hamming candidates by its cosine (`int8_cosine(a, b)` in "
                "`python -m jobs.sql`, `search.rescore` in the neighbours job). Heads train on the binary code only.")
-    return (f"Each text is encoded by **{spec.model['name']}** (weights sha256 `{spec.model['sha256'][:12]}…`); the "
+    engine = ("" if f.backend == "torch" else
+              f" run by ONNX Runtime ({'int8 weights' if f.backend == 'onnx_int8' else 'fp32'}, backend "
+              f"`{f.backend}`, graph recipe `{backend_recipe(f.backend)}`)")
+    return (f"Each text is encoded by **{spec.model['name']}** (weights sha256 `{spec.model['sha256'][:12]}…`)"
+            f"{engine}; the "
             f"hidden states of layer(s) {layers} are {combine}, {pooling}"
             f"{', L2-normalised' if f.normalize else ''}; {length}. The {spec.dim} features are stored as "
             f"{quant}.{rescore} Feature spec fingerprint `{spec.fingerprint}`: heads and tables of another "

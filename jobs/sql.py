@@ -322,8 +322,6 @@ def int8_cosine_udf(spec: FeatureSpec):
 
     @pandas_udf("double")
     def int8_cosine(a: pd.Series, b: pd.Series) -> pd.Series:
-        import numpy as np
-
         from encoder.quantize import codes_from_column
         from search.kernels import cosine_rows
 

@@ -152,6 +152,9 @@ def test_an_int8_table_refuses_heads_of_the_torch_spec_and_incremental_runs_keep
     manifest = embed.run(load_config(embed.EmbedConfig, "conf/embed.yaml", sets))
     spec = FeatureSpec.load(out)
     assert spec.features.backend == "onnx_int8" and manifest["rows"]["written"] == 60
+    from jobs import describe
+
+    assert f"backend `onnx_int8`, graph recipe `{backend_recipe('onnx_int8')}`" in describe.describe(out)
     # the table's codes are the library's int8 codes of the same texts
     table = pq.read_table(out / "embeddings").sort_by("id")
     from encoder.model import load_encoder
