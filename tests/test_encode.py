@@ -22,6 +22,19 @@ def test_features_come_back_in_input_order(tiny_loaded):
 
 
 def test_batch_composition_does_not_change_features(tiny_loaded):
+    import torch
+
+    # bit-exact at one thread, as a Spark task runs (spark.task.cpus = 1): with two, the GEMM splits its work by
+    # batch size and the last bits move (~1e-7); an earlier test in the session may have set two
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _check_batch_composition(tiny_loaded)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_batch_composition(tiny_loaded):
     fx = FeatureExtractor(tiny_loaded, EncoderConfig(token_budget=4096))
     together = fx.features(TEXTS).values
     alone = np.stack([fx.features([t]).values[0] for t in TEXTS])
