@@ -70,7 +70,7 @@ def test_run_on_cpu_end_to_end(pack, tmp_path):
     for r in report["precisions"].values():   # CPU: all fp32, from the same fp16-rounded weights as the reference
         assert r["computes_in"] == "fp32" and r["texts_per_s"] > 0
         assert r["bits_differing"] == 0 and r["bits_compared"] == len(TEXTS) * 32
-        assert r["max_abs_feature_diff"] == 0.0
+        assert r["max_abs_feature_diff"] <= 1e-6   # float rounding only: the pack's process may run other threads
     assert "fp32" in proc.stdout and "wrote" in proc.stdout
 
 
