@@ -16,6 +16,7 @@ Writes out/int8/results.json, out/int8/report.md and out/int8/int8_variants.png 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -58,7 +59,7 @@ def main() -> None:
     def extractors(settings: FeatureSettings) -> dict[str, FeatureExtractor]:
         """torch, the fp32 graph and every int8 variant under the same settings and batching."""
         def fx(backend: str, variant: str | None = None) -> FeatureExtractor:
-            s = FeatureSettings(**{**settings.__dict__, "backend": backend})
+            s = dataclasses.replace(settings, backend=backend)
             runner = None if backend == "torch" else runner_for(loaded, s.resolve(loaded.num_layers), args.threads,
                                                                 cache, variant)
             return FeatureExtractor(loaded, EncoderConfig(features=s), runner=runner)
